@@ -1,0 +1,176 @@
+"""The command line: `fastnst train | export | stylize | optimize | compare | models`.
+
+A user's mistake (UserError, or a bad option caught by the parser) is printed as one line,
+`fastnst: error: ...`, with exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from fastnst.errors import UserError
+
+try:  # recent typer vendors its own click
+    from typer._click.exceptions import ClickException as _ClickException
+except ImportError:  # older typer runs on click itself
+    from click.exceptions import ClickException as _ClickException
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
+                  help="Fast neural style transfer: train feed-forward style networks, export them to ONNX, "
+                       "stylize images and videos.")
+
+
+class LossNet(str, Enum):
+    vgg19 = "vgg19"
+    vgg16 = "vgg16"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@app.callback()
+def _root() -> None:
+    """Fast neural style transfer: train feed-forward style networks, export them to ONNX, stylize
+    images and videos."""
+
+
+def _err(message: str) -> None:
+    print(f"fastnst: error: {message}", file=sys.stderr)
+
+
+class TrainProgress:
+    """Progress of a training run: a live bar on a terminal, periodic log lines otherwise."""
+
+    def __init__(self, total: int | None, start: int):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.console = Console(stderr=True)
+        self.live = self.console.is_terminal
+        self.total, self.last_line = total, 0
+        self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                 TextColumn("{task.fields[losses]}"), console=self.console, disable=not self.live)
+        self.task = self.progress.add_task("train", total=total, completed=start, losses="")
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+
+    def update(self, step: int, r: dict) -> None:
+        text = (f"J {r['total']:.4g} (content {r['content']:.3g} style {r['style']:.3g} tv {r['tv']:.3g}) "
+                f"{r['images_per_s']:.1f} img/s")
+        self.progress.update(self.task, completed=step, losses=text)
+        if not self.live and (step - self.last_line >= 100 or step == self.total):
+            total = f"/{self.total}" if self.total else ""
+            self.console.print(f"step {step}{total}  {text}", highlight=False)
+            self.last_line = step
+
+    def warn(self, message: str) -> None:
+        self.console.print(f"warning: {message}", highlight=False, markup=False)
+
+
+@app.command(help="Train a feed-forward style network on a folder of images or a Hugging Face data set.")
+def train(
+    ctx: typer.Context,
+    style: Optional[Path] = typer.Option(None, help="Style image (required unless --resume)."),
+    data: str = typer.Option("hf:detection-datasets/coco:train",
+                             help="Training images: a folder (searched recursively) or hf:NAME[:SPLIT]."),
+    out: Optional[Path] = typer.Option(None, help="Output folder [default: runs/<style name>]."),
+    steps: Optional[int] = typer.Option(None, min=1, help="Training steps [default: 40000 unless --epochs]."),
+    epochs: Optional[int] = typer.Option(None, min=1, help="Passes over the data (instead of --steps)."),
+    batch_size: int = typer.Option(4, min=1, help="Images per step."),
+    image_size: int = typer.Option(256, min=16, max=4096, help="Side of the square training crops."),
+    style_size: int = typer.Option(512, min=16, max=8192, help="Long side the style image is resized to."),
+    content_weight: float = typer.Option(1.0, min=0.0, help="Weight of the content loss."),
+    style_weight: float = typer.Option(1.0, min=0.0, help="Weight of the style loss."),
+    tv_weight: float = typer.Option(1.0, min=0.0, help="Weight of the total-variation loss."),
+    content_layers: Optional[str] = typer.Option(None, help="Content layers and weights, e.g. 'relu2_2:1e-5' "
+                                                            "[default: see README]."),
+    style_layers: Optional[str] = typer.Option(None, help="Style layers and weights, e.g. "
+                                                          "'relu1_1:1.5e-3,relu2_1:1.5e-5' [default: see README]."),
+    lr: float = typer.Option(1e-3, min=1e-8, max=10.0, help="Adam learning rate."),
+    loss_net: LossNet = typer.Option(LossNet.vgg19, help="Loss network."),
+    vgg_weights: str = typer.Option("bundled", help="Loss network weights: bundled (VGG19, offline), "
+                                                    "torchvision (downloaded) or a state-dict file."),
+    width: int = typer.Option(32, min=4, max=256, help="Channels of the network's first layer."),
+    blocks: int = typer.Option(5, min=0, max=32, help="Residual blocks of the network."),
+    device: Device = typer.Option(Device.auto, help="auto picks CUDA when available."),
+    checkpoint_every: int = typer.Option(1000, min=0, help="Write a checkpoint every N steps (0: only at the end)."),
+    sample_every: int = typer.Option(500, min=0, help="Write sample images every N steps (0: only at the end)."),
+    log_every: int = typer.Option(10, min=1, help="Read and log the losses every N steps."),
+    workers: int = typer.Option(4, min=1, max=64, help="Threads decoding training images."),
+    resume: Optional[Path] = typer.Option(None, help="Continue the run of this checkpoint exactly."),
+    seed: int = typer.Option(0, min=0, help="Random seed."),
+):
+    from fastnst.losses import parse_layer_weights
+    from fastnst.training import Trainer, TrainConfig
+
+    def given(name: str) -> bool:
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+    values = dict(style=str(style) if style else None, data=data, out=str(out) if out else "", steps=steps,
+                  epochs=epochs, batch_size=batch_size, image_size=image_size, style_size=style_size,
+                  content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
+                  content_layers=parse_layer_weights(content_layers) if content_layers else {},
+                  style_layers=parse_layer_weights(style_layers) if style_layers else {},
+                  lr=lr, loss_net=loss_net.value, vgg_weights=vgg_weights, width=width, blocks=blocks,
+                  device=device.value, checkpoint_every=checkpoint_every, sample_every=sample_every,
+                  log_every=log_every, workers=workers, seed=seed)
+    if steps is not None and epochs is not None:
+        raise UserError("give --steps or --epochs, not both")
+    if resume is not None:
+        trainer = Trainer(resume=str(resume), overrides={k: v for k, v in values.items() if given(k)})
+    else:
+        if style is None:
+            raise UserError("--style is required (the style image to learn)")
+        trainer = Trainer(TrainConfig(**values))
+    cfg = trainer.config
+    print(f"training {Path(cfg.style).stem} on {trainer.source.description}, {trainer.device}, "
+          f"batch {cfg.batch_size} at {cfg.image_size}px, from step {trainer.step}; writing to {trainer.out}",
+          file=sys.stderr)
+    with TrainProgress(trainer.total_steps(), trainer.step) as progress:
+        model = trainer.run(progress)
+    if trainer.bad_examples:
+        print(f"skipped {len(trainer.bad_examples)} unreadable training image(s); "
+              f"first: {next(iter(trainer.bad_examples))}", file=sys.stderr)
+    final = trainer.history[-1] if trainer.history else {}
+    print(f"wrote {model} (step {trainer.step}, final J {final.get('total', float('nan')):.4g}); "
+          f"samples in {trainer.out / 'samples'}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from fastnst.training import Interrupted, TrainingDiverged
+
+    try:
+        app(args=argv, prog_name="fastnst", standalone_mode=False)
+    except _ClickException as e:  # bad options, caught by the parser
+        _err(" ".join(e.format_message().split()))
+        sys.exit(2)
+    except typer.Abort:
+        _err("aborted")
+        sys.exit(130)
+    except UserError as e:
+        _err(str(e))
+        sys.exit(2)
+    except TrainingDiverged as e:
+        _err(str(e))
+        sys.exit(1)
+    except Interrupted as e:
+        _err(str(e))
+        sys.exit(130)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        sys.exit(130)

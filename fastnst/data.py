@@ -1,0 +1,235 @@
+"""Training images: an image folder or a streamed Hugging Face data set, as batches of crops.
+
+The stream is deterministic and resumable: example order depends only on (seed, epoch), the
+crop and flip of each example only on (seed, epoch, offset), so a run resumed from a position
+(epoch, offset) sees exactly the batches an uninterrupted run would. Decoding and augmentation
+run in a thread pool (PIL releases the GIL while it decodes and resizes) a few batches ahead.
+
+Unreadable examples (corrupt, truncated, not images) are skipped and reported, never fatal.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from fastnst.errors import UserError
+from fastnst.images import IMAGE_EXTENSIONS, to_rgb_or_rgba
+
+CROP_SCALE = (0.5, 1.0)  # fraction of the image's area a crop covers
+CROP_RATIO = (3 / 4, 4 / 3)
+
+
+def list_images(root: Path) -> list[Path]:
+    """Image files under `root`, recursively, in a stable order."""
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+class FolderSource:
+    """The images of a folder, reshuffled every epoch."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        if not self.root.exists():
+            raise UserError(f"{self.root}: no such data folder")
+        if not self.root.is_dir():
+            raise UserError(f"{self.root}: --data must be a folder of images or hf:NAME[:SPLIT]")
+        self.files = list_images(self.root)
+        if not self.files:
+            raise UserError(f"{self.root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+        self.description = f"folder {self.root} ({len(self.files)} files)"
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def examples(self, epoch: int, start: int, seed: int) -> Iterator[tuple[str, object]]:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.files), generator=g).tolist()
+        for i in order[start:]:
+            yield str(self.files[i]), self.files[i]
+
+
+class HFSource:
+    """A Hugging Face data set, streamed; `spec` is NAME or NAME:SPLIT (default split: train).
+
+    NAME may be a hub id or a local folder that `datasets.load_dataset` understands. The image
+    column is found from the features (the first `Image` column) and decoded here, so a broken
+    example is skipped like a broken file.
+    """
+
+    SHUFFLE_BUFFER = 1000
+
+    def __init__(self, spec: str):
+        name, _, split = spec.partition(":")
+        self.name, self.split = name, split or "train"
+        if not self.name:
+            raise UserError("--data hf: needs a data set name, as in hf:NAME or hf:NAME:SPLIT")
+        try:
+            import datasets
+        except ImportError:
+            raise UserError("--data hf:... needs the 'datasets' package: pip install datasets") from None
+        try:
+            ds = datasets.load_dataset(self.name, split=self.split, streaming=True)
+        except Exception as e:
+            raise UserError(f"hf:{spec}: could not open the data set ({e.__class__.__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        features = ds.features or {}
+        cols = [c for c, f in features.items() if isinstance(f, datasets.Image)]
+        if not cols:
+            cols = [c for c in ("image", "img", "images") if c in features]
+        if not cols:
+            raise UserError(f"hf:{spec}: no image column among {list(features) or 'its columns'}")
+        self.column = cols[0]
+        self.dataset = ds.cast_column(self.column, datasets.Image(decode=False))
+        self.description = f"hf:{self.name}:{self.split} (column {self.column!r}, streamed)"
+
+    def __len__(self) -> int:
+        raise TypeError("a streamed data set has no known length")
+
+    def examples(self, epoch: int, start: int, seed: int) -> Iterator[tuple[str, object]]:
+        ds = self.dataset.shuffle(seed=seed * 1_000_003 + epoch, buffer_size=self.SHUFFLE_BUFFER)
+        if start:
+            ds = ds.skip(start)
+        for k, ex in enumerate(ds, start=start):
+            img = ex[self.column]
+            name = f"hf:{self.name}:{self.split}[{img.get('path') or k}]" if isinstance(img, dict) else f"#{k}"
+            yield name, img
+
+
+def open_source(data: str) -> FolderSource | HFSource:
+    if data.startswith("hf:"):
+        return HFSource(data[3:])
+    return FolderSource(data)
+
+
+def decode(item: object) -> Image.Image:
+    """A path, bytes, a {'bytes', 'path'} dict or a PIL image -> upright RGB PIL image."""
+    if isinstance(item, Image.Image):
+        im = item
+    else:
+        if isinstance(item, dict):
+            item = item.get("bytes") or item.get("path")
+        if isinstance(item, (bytes, bytearray)):
+            item = io.BytesIO(item)
+        im = Image.open(item)
+        im.load()
+    return to_rgb_or_rgba(ImageOps.exif_transpose(im)).convert("RGB")
+
+
+def random_resized_crop(im: Image.Image, size: int, rng: random.Random) -> np.ndarray:
+    """A random crop covering CROP_SCALE of the area at an aspect in CROP_RATIO, resized to
+    size x size, flipped left-right half the time. Returns HxWx3 uint8."""
+    w, h = im.size
+    for _ in range(10):
+        area = w * h * rng.uniform(*CROP_SCALE)
+        ratio = math.exp(rng.uniform(math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])))
+        cw, ch = round(math.sqrt(area * ratio)), round(math.sqrt(area / ratio))
+        if 0 < cw <= w and 0 < ch <= h:
+            break
+    else:  # very elongated image: the largest centred square
+        cw = ch = min(w, h)
+    x0, y0 = rng.randint(0, w - cw), rng.randint(0, h - ch)
+    crop = im.resize((size, size), Image.BILINEAR, box=(x0, y0, x0 + cw, y0 + ch), reducing_gap=2.0)
+    if rng.random() < 0.5:
+        crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+    return np.asarray(crop, dtype=np.uint8)
+
+
+def center_crop(im: Image.Image, size: int) -> np.ndarray:
+    w, h = im.size
+    s = min(w, h)
+    x0, y0 = (w - s) // 2, (h - s) // 2
+    return np.asarray(im.resize((size, size), Image.BILINEAR, box=(x0, y0, x0 + s, y0 + s)), dtype=np.uint8)
+
+
+@dataclass
+class Position:
+    """Where the stream is: `offset` examples of epoch `epoch` consumed (good and bad alike)."""
+    epoch: int = 0
+    offset: int = 0
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # B x 3 x S x S uint8
+    position: Position  # the position after this batch
+    bad: list[tuple[str, str]] = field(default_factory=list)  # (name, reason) skipped on the way
+
+
+def _load_example(name: str, item: object, size: int, sample_seed: str) -> np.ndarray | tuple[str, str]:
+    try:
+        im = decode(item)
+    except Exception as e:  # corrupt, truncated, not an image: reported by the caller
+        return name, f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
+    return random_resized_crop(im, size, random.Random(sample_seed))
+
+
+class BatchStream:
+    """Endless batches of random crops from a source, starting at `position`."""
+
+    def __init__(self, source, batch_size: int, image_size: int, seed: int, position: Position | None = None,
+                 workers: int = 4, prefetch_batches: int = 4):
+        self.source, self.batch_size, self.image_size, self.seed = source, batch_size, image_size, seed
+        self.position = position or Position()
+        self.workers = max(1, workers)
+        self.window = max(1, prefetch_batches) * batch_size
+
+    def _examples(self):
+        """(epoch, offset_after, name, item) forever, epoch after epoch."""
+        epoch, start = self.position.epoch, self.position.offset
+        while True:
+            n = 0
+            for offset, (name, item) in enumerate(self.source.examples(epoch, start, self.seed), start=start + 1):
+                n += 1
+                yield epoch, offset, name, item
+            if n == 0 and start == 0:
+                raise UserError(f"{self.source.description}: no examples")
+            epoch, start = epoch + 1, 0
+
+    def __iter__(self) -> Iterator[Batch]:
+        pending: deque = deque()
+        examples = self._examples()
+        good, bad, seen_good = [], [], False
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="fastnst-data") as pool:
+            while True:
+                while len(pending) < self.window:
+                    epoch, offset, name, item = next(examples)
+                    seed = f"{self.seed}:{epoch}:{offset}"
+                    pending.append((epoch, offset, pool.submit(_load_example, name, item, self.image_size, seed)))
+                epoch, offset, fut = pending.popleft()
+                result = fut.result()
+                if isinstance(result, tuple):
+                    bad.append(result)
+                    if len(bad) > 1000 and not seen_good:
+                        raise UserError(f"{self.source.description}: the first {len(bad)} examples are all "
+                                        f"unreadable (last: {result[0]}: {result[1]})")
+                    continue
+                seen_good = True
+                good.append(result)
+                if len(good) == self.batch_size:
+                    images = torch.from_numpy(np.stack(good)).permute(0, 3, 1, 2).contiguous()
+                    yield Batch(images, Position(epoch, offset), bad)
+                    good, bad = [], []
+
+
+def load_fixed_images(source, n: int, size: int) -> torch.Tensor:
+    """The first `n` readable images of epoch 0's order, centre-cropped: fixed sample inputs."""
+    out = []
+    for _, item in source.examples(0, 0, 0):
+        try:
+            out.append(center_crop(decode(item), size))
+        except Exception:
+            continue
+        if len(out) == n:
+            break
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float().div(255.0)

@@ -1,0 +1,121 @@
+"""Reading and writing images, whatever their mode, and the tensor conversions.
+
+Every image becomes an RGB float tensor in [0, 1] (alpha is returned separately), with its
+EXIF orientation applied. Grayscale, palette, CMYK, 16-bit and float images are accepted.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from fastnst.errors import UserError
+
+def file_mode() -> int:
+    """The mode a new file gets from the umask (mkstemp's temporary files are 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+
+# Decompression-bomb protection stays on, but at a limit that lets real high-resolution
+# photos (and --tile on huge ones) through.
+Image.MAX_IMAGE_PIXELS = 1 << 31
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Open and fully decode an image, upright, as PIL RGB or RGBA.
+
+    Raises UserError with a one-line reason for a missing, empty, truncated or non-image file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not an image")
+    try:
+        if path.stat().st_size == 0:
+            raise UserError(f"{path}: empty file (0 bytes)")
+        with Image.open(path) as im:
+            im.load()  # decode now, so truncation is found here and not later
+            im = ImageOps.exif_transpose(im)
+            return to_rgb_or_rgba(im)
+    except UserError:
+        raise
+    except UnidentifiedImageError:
+        raise UserError(f"{path}: not an image file (unrecognised format)") from None
+    except PermissionError:
+        raise UserError(f"{path}: permission denied") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise UserError(f"{path}: corrupt or truncated image ({e})") from None
+
+
+def to_rgb_or_rgba(im: Image.Image) -> Image.Image:
+    """Convert any PIL mode to RGB, or RGBA when the image carries transparency."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16-bit and float grayscale: scale to 8 bits rather than clipping.
+        a = np.asarray(im, dtype=np.float64)
+        hi = 65535.0 if a.max() > 255 else 255.0
+        if im.mode == "F" and a.max() <= 1.0:
+            hi = 1.0
+        a = np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(a, "L").convert("RGB")
+    has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+    if has_alpha:
+        return im.convert("RGBA")
+    return im.convert("RGB")
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """Open an image as PIL RGB (alpha dropped)."""
+    return open_image(path).convert("RGB")
+
+
+def to_tensor(im: Image.Image) -> torch.Tensor:
+    """PIL RGB image -> float tensor 3xHxW in [0, 1]."""
+    a = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(a.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def to_pil(t: torch.Tensor) -> Image.Image:
+    """Float tensor 3xHxW (or 1x3xHxW) in [0, 1] -> PIL RGB image."""
+    if t.dim() == 4:
+        t = t[0]
+    a = t.detach().float().clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(a, "RGB")
+
+
+def resize_long_side(im: Image.Image, size: int) -> Image.Image:
+    """Resize so that the longer side is `size` pixels, keeping the aspect ratio."""
+    w, h = im.size
+    scale = size / max(w, h)
+    return im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.LANCZOS)
+
+
+def save_image_atomic(im: Image.Image, path: str | Path, **save_kwargs) -> None:
+    """Write an image under a temporary name in the same folder, then rename: whole or not at all."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise UserError(f"{path}: unknown image extension {path.suffix!r}")
+    if fmt == "JPEG" and im.mode not in ("RGB", "L"):
+        im = im.convert("RGB")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if fmt == "JPEG":
+                save_kwargs.setdefault("quality", 95)
+            im.save(f, format=fmt, **save_kwargs)
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,169 @@
+"""The perceptual objective J = content + style + total variation.
+
+One module, `Objective`, is the only definition of J: training, the Gatys optimizer and
+comparisons all call it. It is composed of small parts (Gram matrix, content term, style
+term, TV term) in the spirit of pystiche.
+
+Scale conventions (images RGB in [0, 1]):
+  content = w_c * sum_l a_l * mean((phi_l(y) - phi_l(x))^2)
+  style   = w_s * sum_l b_l * mean((G_l(y) - G_l(s))^2),  G = F F^T / (C*H*W), computed in float32
+  tv      = w_tv * (mean((y[i+1,j]-y[i,j])^2) + mean((y[i,j+1]-y[i,j])^2))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastnst.lossnet import VGGFeatures
+
+# Defaults, chosen by looking at results on the bundled VGG19 (see README, "Loss defaults").
+# Shallow and deep layers have Gram matrices of very different sizes (the squared Gram error
+# between a photo and Starry Night runs from ~1e2 at relu5_1 to ~1e6 at relu4_1), so each
+# layer's weight is about 1 / that error: every layer then pulls about equally, and
+# content_weight = style_weight = 1 balances content and style.
+DEFAULT_LAYERS = {
+    "vgg19": {"content": {"relu2_2": 1e-5},
+              "style": {"relu1_1": 1.5e-3, "relu2_1": 1.5e-5, "relu3_1": 3e-5, "relu4_1": 8e-7, "relu5_1": 8e-3}},
+    # Johnson 2016's layers. Untuned: same per-layer scale as the VGG19 layers of the same block.
+    "vgg16": {"content": {"relu2_2": 1e-5},
+              "style": {"relu1_2": 1.5e-3, "relu2_2": 1.5e-5, "relu3_3": 3e-5, "relu4_3": 8e-7}},
+}
+# torchvision's weights take (x - mean) / std instead of Caffe's 255 * x - mean: activations are
+# about 255 * 0.226 = 57.7 times smaller, so squared feature errors scale by 57.7^2 and squared
+# Gram errors by 57.7^4 (ReLU networks are nearly positively homogeneous).
+TORCHVISION_FEATURE_RATIO = 255 * 0.226
+
+
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """B x C x H x W -> B x C x C, normalised by C*H*W, always in float32.
+
+    Under bf16/fp16 autocast the sum over H*W overflows or loses most of its bits, so autocast is
+    switched off here and the features are upcast first.
+    """
+    b, c, h, w = features.shape
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        f = features.float().reshape(b, c, h * w)
+        return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
+
+
+def content_loss(out_feats: dict[str, torch.Tensor], target_feats: dict[str, torch.Tensor],
+                 layer_weights: dict[str, float]) -> torch.Tensor:
+    return sum(w * F.mse_loss(out_feats[l].float(), target_feats[l].float()) for l, w in layer_weights.items())
+
+
+def style_loss(out_feats: dict[str, torch.Tensor], target_grams: dict[str, torch.Tensor],
+               layer_weights: dict[str, float]) -> torch.Tensor:
+    total = 0.0
+    for l, w in layer_weights.items():
+        g = gram_matrix(out_feats[l])
+        total = total + w * F.mse_loss(g, target_grams[l].expand_as(g))
+    return total
+
+
+def tv_loss(images: torch.Tensor) -> torch.Tensor:
+    images = images.float()
+    dy = images[:, :, 1:, :] - images[:, :, :-1, :]
+    dx = images[:, :, :, 1:] - images[:, :, :, :-1]
+    zero = images.new_zeros(())
+    return (dy.pow(2).mean() if dy.numel() else zero) + (dx.pow(2).mean() if dx.numel() else zero)
+
+
+@dataclass
+class LossWeights:
+    content: float = 1.0
+    style: float = 1.0
+    tv: float = 1.0
+    content_layers: dict[str, float] = field(default_factory=dict)
+    style_layers: dict[str, float] = field(default_factory=dict)
+
+
+class Objective(nn.Module):
+    """J(y; x, s): how far an image y is from content x in content and from style s in style.
+
+    The style enters only through its Gram matrices, set once with `set_style` (from an image) or
+    `set_style_grams` (from a model file). forward returns a dict of the weighted terms and their
+    sum "total", each a scalar averaged over the batch.
+    """
+
+    def __init__(self, lossnet: VGGFeatures, weights: LossWeights):
+        super().__init__()
+        self.lossnet = lossnet
+        self.weights = weights
+        self.style_grams: dict[str, torch.Tensor] = {}
+
+    @property
+    def content_layers(self) -> dict[str, float]:
+        return self.weights.content_layers
+
+    @property
+    def style_layers(self) -> dict[str, float]:
+        return self.weights.style_layers
+
+    @torch.no_grad()
+    def set_style(self, style: torch.Tensor) -> None:
+        """style: 1x3xHxW in [0, 1]."""
+        feats = self.lossnet(style.to(self._device()))
+        self.style_grams = {l: gram_matrix(feats[l]) for l in self.style_layers}
+
+    def set_style_grams(self, grams: dict[str, torch.Tensor]) -> None:
+        missing = [l for l in self.style_layers if l not in grams]
+        if missing:
+            raise ValueError(f"no style Gram matrix for layer {missing[0]}")
+        self.style_grams = {l: grams[l].to(self._device(), torch.float32) for l in self.style_layers}
+
+    def _device(self) -> torch.device:
+        return self.lossnet.scale.device
+
+    @torch.no_grad()
+    def content_targets(self, content: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = self.lossnet(content)
+        return {l: feats[l] for l in self.content_layers}
+
+    def terms(self, out_feats, content_feats, output: torch.Tensor) -> dict[str, torch.Tensor]:
+        w = self.weights
+        c = w.content * content_loss(out_feats, content_feats, self.content_layers)
+        s = w.style * style_loss(out_feats, self.style_grams, self.style_layers)
+        t = w.tv * tv_loss(output)
+        return {"content": c, "style": s, "tv": t, "total": c + s + t}
+
+    def forward(self, output: torch.Tensor, content: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Weighted loss terms of `output` against `content` (both Bx3xHxW in [0, 1]).
+
+        Output and content go through the loss network in one batched forward; the content half
+        is detached, so gradients flow to the output only.
+        """
+        if not self.style_grams:
+            raise RuntimeError("Objective.set_style must be called first")
+        feats = self.lossnet(torch.cat([output, content.detach()]))
+        n = output.shape[0]
+        out_feats = {l: f[:n] for l, f in feats.items()}
+        content_feats = {l: f[n:].detach() for l, f in feats.items()}
+        return self.terms(out_feats, content_feats, output)
+
+    def forward_with_targets(self, output: torch.Tensor, content_feats: dict[str, torch.Tensor]):
+        """Same as forward, with the content features precomputed (the Gatys optimizer's case)."""
+        return self.terms(self.lossnet(output), content_feats, output)
+
+
+def default_layer_weights(arch: str, convention: str = "caffe") -> tuple[dict[str, float], dict[str, float]]:
+    """Default (content, style) layer weights for a loss network and its input convention."""
+    d = DEFAULT_LAYERS[arch]
+    k = TORCHVISION_FEATURE_RATIO if convention == "torchvision" else 1.0
+    return ({l: w * k**2 for l, w in d["content"].items()},
+            {l: w * k**4 for l, w in d["style"].items()})
+
+
+def parse_layer_weights(spec: str) -> dict[str, float]:
+    """'relu1_1:1,relu2_1:0.5' or 'relu2_2' -> {'relu1_1': 1.0, ...}."""
+    out = {}
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, _, w = item.partition(":")
+        out[name.strip()] = float(w) if w else 1.0
+    return out

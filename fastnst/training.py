@@ -1,0 +1,368 @@
+"""The training loop: Adam on the transformer network against the perceptual objective.
+
+Everything a run needs is in `TrainConfig`, recorded in every checkpoint and in the model's
+metadata. Checkpoints hold the network, the optimizer, the step, the data stream position and
+every random state, and are written atomically, so `--resume` continues exactly where a run
+stopped (bit for bit on the CPU). Ctrl-C and SIGTERM write a checkpoint before exiting; a
+non-finite loss stops the run and leaves the last good checkpoint in place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+import fastnst
+from fastnst.data import BatchStream, Position, load_fixed_images, open_source
+from fastnst.errors import UserError
+from fastnst.images import file_mode, load_rgb, resize_long_side, save_image_atomic, to_pil, to_tensor
+from fastnst.losses import LossWeights, Objective, default_layer_weights
+from fastnst.lossnet import VGGFeatures
+from fastnst.modelfile import save_model
+from fastnst.network import TransformerNet
+
+CHECKPOINT_NAME = "checkpoint.pt"
+MODEL_NAME = "model.safetensors"
+DEFAULT_STEPS = 40_000  # 160k images at batch 4: Johnson 2016's budget (two epochs of COCO)
+DEFAULT_DATA = "hf:detection-datasets/coco:train"
+# What may differ between a run and its resumption: its length, where it writes, how it runs.
+RESUMABLE_OVERRIDES = ("steps", "epochs", "out", "device", "workers", "checkpoint_every", "sample_every",
+                       "log_every")
+
+
+@dataclass
+class TrainConfig:
+    style: str
+    data: str = DEFAULT_DATA
+    out: str = ""
+    steps: int | None = None
+    epochs: int | None = None
+    batch_size: int = 4
+    image_size: int = 256
+    style_size: int = 512
+    content_weight: float = 1.0
+    style_weight: float = 1.0
+    tv_weight: float = 1.0
+    content_layers: dict[str, float] = field(default_factory=dict)
+    style_layers: dict[str, float] = field(default_factory=dict)
+    lr: float = 1e-3
+    loss_net: str = "vgg19"
+    vgg_weights: str = "bundled"
+    width: int = 32
+    blocks: int = 5
+    device: str = "auto"
+    checkpoint_every: int = 1000
+    sample_every: int = 500
+    log_every: int = 10
+    workers: int = 4
+    seed: int = 0
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class Interrupted(RuntimeError):
+    """Ctrl-C or SIGTERM arrived; a checkpoint was written."""
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA GPU is available to PyTorch here")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise UserError(f"--device {device!r}: choose auto, cpu or cuda")
+    return torch.device(device)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"{path}: not a readable fastnst checkpoint ({e.__class__.__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "fastnst-checkpoint-1":
+        raise UserError(f"{path}: not a fastnst training checkpoint")
+    return ckpt
+
+
+def autocast_for(device: torch.device):
+    """bf16 autocast on CUDA (Gram matrices stay fp32 inside the objective); off elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+def train_step(net: TransformerNet, objective: Objective, optimizer: torch.optim.Optimizer,
+               x: torch.Tensor, autocast) -> dict[str, torch.Tensor]:
+    """One optimisation step on a batch x (Bx3xHxW in [0, 1]); returns the detached loss terms
+    without reading them (reading forces a host sync)."""
+    with autocast:
+        losses = objective(net(x), x)
+    optimizer.zero_grad(set_to_none=True)
+    losses["total"].backward()
+    optimizer.step()
+    return {k: v.detach().float() for k, v in losses.items()}
+
+
+class Trainer:
+    """One training run. `run()` trains to the end and returns the model file's path."""
+
+    def __init__(self, config: TrainConfig | None = None, resume: str | None = None,
+                 overrides: dict | None = None):
+        """A new run from `config`, or a resumed one from the checkpoint `resume` with the
+        changes in `overrides` (only RESUMABLE_OVERRIDES may change)."""
+        ckpt = load_checkpoint(resume) if resume else None
+        if ckpt is not None:
+            config = self._merge_resumed_config(ckpt["config"], overrides or {})
+        self.config = cfg = config
+        if cfg.steps is None and cfg.epochs is None:
+            cfg.steps = DEFAULT_STEPS
+        if not cfg.content_layers or not cfg.style_layers:
+            convention = "caffe" if cfg.vgg_weights == "bundled" else "torchvision"
+            c, s = default_layer_weights(cfg.loss_net, convention)
+            cfg.content_layers = cfg.content_layers or c
+            cfg.style_layers = cfg.style_layers or s
+        self.out = Path(cfg.out or Path("runs") / Path(cfg.style).stem)
+        if ckpt is None:
+            self._refuse_to_overwrite()
+        self.device = resolve_device(cfg.device)
+
+        # Everything random below is seeded, so a fresh run is reproducible from its config.
+        random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+
+        style_path = Path(cfg.style)
+        style_img = resize_long_side(load_rgb(style_path), cfg.style_size)
+        self.style_sha256 = sha256_file(style_path)
+        self.source = open_source(cfg.data)
+
+        lossnet = VGGFeatures(cfg.loss_net, cfg.vgg_weights, [*cfg.content_layers, *cfg.style_layers])
+        weights = LossWeights(cfg.content_weight, cfg.style_weight, cfg.tv_weight,
+                              dict(cfg.content_layers), dict(cfg.style_layers))
+        self.objective = Objective(lossnet, weights).to(self.device)
+        self.objective.set_style(to_tensor(style_img).unsqueeze(0))
+
+        self.net = TransformerNet(cfg.width, cfg.blocks).to(self.device)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
+        self.step, self.position, self.images_seen = 0, Position(), 0
+        self.bad_examples: dict[str, str] = {}
+        self.history: list[dict] = []
+        if ckpt is not None:
+            self._restore(ckpt)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.sample_inputs = load_fixed_images(self.source, 4, cfg.image_size)
+
+    # -- configuration and files -------------------------------------------------------------
+
+    @staticmethod
+    def _merge_resumed_config(saved: dict, overrides: dict) -> TrainConfig:
+        """A resumed run keeps its checkpoint's configuration but for RESUMABLE_OVERRIDES."""
+        cfg = TrainConfig(**saved)
+        bad = sorted(set(overrides) - set(RESUMABLE_OVERRIDES))
+        if bad:
+            raise UserError(f"--{bad[0].replace('_', '-')} cannot change when resuming: the checkpoint's "
+                            f"configuration is used (only {', '.join('--' + o.replace('_', '-') for o in RESUMABLE_OVERRIDES)} may)")
+        if "steps" in overrides or "epochs" in overrides:
+            cfg.steps, cfg.epochs = overrides.get("steps"), overrides.get("epochs")
+        for name, value in overrides.items():
+            if name not in ("steps", "epochs"):
+                setattr(cfg, name, value)
+        return cfg
+
+    def _refuse_to_overwrite(self) -> None:
+        for name in (CHECKPOINT_NAME, MODEL_NAME):
+            if (self.out / name).exists():
+                raise UserError(f"{self.out / name} exists: resume with --resume {self.out / CHECKPOINT_NAME} "
+                                f"or choose another --out")
+
+    def metadata(self, final_losses: dict | None) -> dict:
+        cfg = self.config
+        return {
+            "fastnst_version": fastnst.__version__,
+            "style_name": Path(cfg.style).stem,
+            "style_sha256": self.style_sha256,
+            "data": self.source.description,
+            "loss_network": self.objective.lossnet.describe(),
+            "loss": {"content_weight": cfg.content_weight, "style_weight": cfg.style_weight,
+                     "tv_weight": cfg.tv_weight, "content_layers": cfg.content_layers,
+                     "style_layers": cfg.style_layers},
+            "config": dataclasses.asdict(cfg),
+            "steps": self.step,
+            "images_seen": self.images_seen,
+            "final_losses": final_losses,
+            "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
+            "torch_version": torch.__version__,
+        }
+
+    def _rng_states(self) -> dict:
+        states = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+                  "python_version": random.getstate()[0], "python_gauss": random.getstate()[2]}
+        if torch.cuda.is_available():
+            states["cuda"] = torch.cuda.get_rng_state_all()
+        return states
+
+    def save_checkpoint(self) -> Path:
+        path = self.out / CHECKPOINT_NAME
+        atomic_torch_save({
+            "format": "fastnst-checkpoint-1",
+            "fastnst_version": fastnst.__version__,
+            "config": dataclasses.asdict(self.config),
+            "step": self.step,
+            "images_seen": self.images_seen,
+            "position": [self.position.epoch, self.position.offset],
+            "network": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": self._rng_states(),
+            "bad_examples": self.bad_examples,
+            "history": self.history,
+        }, path)
+        return path
+
+    def _restore(self, ckpt: dict) -> None:
+        self.net.load_state_dict(ckpt["network"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.step, self.images_seen = ckpt["step"], ckpt["images_seen"]
+        self.position = Position(*ckpt["position"])
+        self.bad_examples = dict(ckpt.get("bad_examples", {}))
+        self.history = list(ckpt.get("history", []))
+        rng = ckpt["rng"]
+        torch.set_rng_state(rng["torch"])
+        random.setstate((rng["python_version"], tuple(rng["python"]), rng["python_gauss"]))
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def total_steps(self) -> int | None:
+        cfg = self.config
+        if cfg.steps is not None:
+            return cfg.steps
+        try:
+            return math.ceil(cfg.epochs * len(self.source) / cfg.batch_size)
+        except TypeError:  # a streamed data set: length unknown until the end of an epoch
+            return None
+
+    def _done(self) -> bool:
+        cfg = self.config
+        if cfg.steps is not None:
+            return self.step >= cfg.steps
+        return self.position.epoch >= cfg.epochs
+
+    def write_samples(self) -> Path:
+        self.net.eval()
+        with torch.no_grad():
+            out = self.net(self.sample_inputs.to(self.device)).float().cpu()
+        self.net.train()
+        grid = torch.cat([torch.cat(list(self.sample_inputs), 2), torch.cat(list(out), 2)], 1)
+        path = self.out / "samples" / f"step_{self.step:06d}.jpg"
+        save_image_atomic(to_pil(grid), path)
+        return path
+
+    def run(self, progress=None) -> Path:
+        cfg = self.config
+        stream = BatchStream(self.source, cfg.batch_size, cfg.image_size, cfg.seed, self.position, cfg.workers)
+        autocast = autocast_for(self.device)
+        stop = {"signal": None}
+
+        def on_signal(signum, _frame):
+            stop["signal"] = signum
+
+        old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        self.net.train()
+        window, window_n, t0, imgs0 = None, 0, time.perf_counter(), self.images_seen
+        log_path = self.out / "log.jsonl"
+        try:
+            batches = iter(stream)
+            while not self._done():
+                batch = next(batches)
+                for name, reason in batch.bad:
+                    if name not in self.bad_examples:
+                        self.bad_examples[name] = reason
+                        if progress:
+                            progress.warn(f"skipped unreadable {name}: {reason}")
+                x = batch.images.to(self.device, non_blocking=True).float().div_(255.0)
+                detached = train_step(self.net, self.objective, self.optimizer, x, autocast)
+                # Accumulate on the device; reading values forces a sync, so do it every log_every.
+                window = detached if window is None else {k: window[k] + detached[k] for k in window}
+                window_n += 1
+                self.step += 1
+                self.images_seen += x.shape[0]
+                self.position = batch.position
+
+                if self.step % cfg.log_every == 0 or self._done():
+                    means = {k: float(v) / window_n for k, v in window.items()}
+                    if not all(math.isfinite(v) for v in means.values()):
+                        raise TrainingDiverged(
+                            f"the loss became {means['total']} by step {self.step}; training stopped. "
+                            f"The last good checkpoint is {self.out / CHECKPOINT_NAME} (if one was written): "
+                            f"try a lower --lr or smaller loss weights")
+                    now = time.perf_counter()
+                    rate = (self.images_seen - imgs0) / max(now - t0, 1e-9)
+                    record = {"step": self.step, "images_seen": self.images_seen, "epoch": self.position.epoch,
+                              **means, "images_per_s": rate}
+                    self.history.append(record)
+                    with open(log_path, "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    if progress:
+                        progress.update(self.step, record)
+                    window, window_n, t0, imgs0 = None, 0, now, self.images_seen
+
+                if cfg.sample_every and self.step % cfg.sample_every == 0:
+                    self.write_samples()
+                if stop["signal"] is not None:
+                    path = self.save_checkpoint()
+                    raise Interrupted(f"interrupted at step {self.step}; checkpoint written to {path}; "
+                                      f"continue with --resume {path}")
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not self._done():
+                    self.save_checkpoint()
+        finally:
+            for s, h in old_handlers.items():
+                signal.signal(s, h)
+
+        self.save_checkpoint()
+        self.write_samples()
+        final = {k: v for k, v in self.history[-1].items() if k in ("content", "style", "tv", "total")} \
+            if self.history else None
+        model_path = self.out / MODEL_NAME
+        save_model(model_path, self.net, self.objective.style_grams, self.metadata(final))
+        (self.out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+        return model_path

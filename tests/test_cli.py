@@ -1,0 +1,76 @@
+"""The command line end to end, as a user runs it: a subprocess, its exit status and its output."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+
+def fastnst(*args, cwd=None):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "fastnst", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd or ROOT, env=env, timeout=600)
+
+
+TINY = ["--steps", "3", "--batch-size", "2", "--image-size", "32", "--style-size", "64", "--width", "8",
+        "--blocks", "1", "--device", "cpu", "--log-every", "1"]
+
+
+def test_train_end_to_end(style_image, coco_folder, tmp_path):
+    out = tmp_path / "run"
+    r = fastnst("train", "--style", style_image, "--data", coco_folder, "--out", out, *TINY)
+    assert r.returncode == 0, r.stderr
+    assert (out / "model.safetensors").exists() and (out / "checkpoint.pt").exists()
+    assert (out / "samples" / "step_000003.jpg").exists() and (out / "config.json").exists()
+    assert "wrote" in r.stderr and "Traceback" not in r.stderr
+
+    # train.py at the root is the same command
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", out / "checkpoint.pt", "--steps", "4"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "from step 3" in r.stderr
+
+
+def _one_line_error(r):
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastnst: error:"), r.stderr
+    return lines[0]
+
+
+def test_bad_input_gets_one_line(style_image, coco_folder, tmp_path):
+    text = tmp_path / "style.jpg"
+    text.write_text("not an image")
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    cases = [
+        (["--style", tmp_path / "missing.jpg", "--data", coco_folder], "missing.jpg: no such file"),
+        (["--style", text, "--data", coco_folder], "style.jpg: not an image file"),
+        (["--style", empty, "--data", coco_folder], "empty.jpg: empty file"),
+        (["--style", style_image, "--data", tmp_path / "nothing"], "nothing: no such data folder"),
+        (["--style", style_image, "--data", coco_folder, "--steps", "0"], "--steps"),
+        (["--style", style_image, "--data", coco_folder, "--batch-size", "-1"], "--batch-size"),
+        (["--style", style_image, "--data", coco_folder, "--loss-net", "vgg11"], "--loss-net"),
+        (["--style", style_image, "--data", coco_folder, "--style-layers", "relu9_1"], "no layer 'relu9_1'"),
+        (["--resume", tmp_path / "nope.pt"], "nope.pt: no such checkpoint"),
+        (["--resume", text], "not a readable fastnst checkpoint"),
+        (["--data", coco_folder], "--style is required"),
+    ]
+    for args, expected in cases:
+        assert not (tmp_path / "o").exists()  # no case gets as far as training
+        extra = [] if "--steps" in args else TINY[:2]
+        line = _one_line_error(fastnst("train", *args, "--out", tmp_path / "o", *extra))
+        assert expected in line, (args, line)
+
+
+def test_help_documents_defaults():
+    r = fastnst("train", "--help")
+    assert r.returncode == 0
+    for option in ("--style", "--data", "--steps", "--epochs", "--batch-size", "--image-size", "--style-size",
+                   "--content-weight", "--style-weight", "--tv-weight", "--lr", "--loss-net", "--vgg-weights",
+                   "--device", "--checkpoint-every", "--resume", "--seed"):
+        assert option in r.stdout, option
+    assert "default: 256" in r.stdout
+    assert _one_line_error(fastnst("trian")).endswith("Did you mean 'train'?")

@@ -1,0 +1,131 @@
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from fastnst.data import load_fixed_images
+from fastnst.errors import UserError
+from fastnst.modelfile import load_model, read_metadata
+from fastnst.training import Interrupted, Trainer, TrainingDiverged, load_checkpoint
+
+
+def _objective_on(trainer, images):
+    trainer.net.eval()
+    with torch.no_grad():
+        return trainer.objective(trainer.net(images), images)["total"].item()
+
+
+def test_short_run_lowers_the_objective(style_image, coco_folder, tmp_path):
+    cfg = tiny_config(style_image, coco_folder, tmp_path / "run", steps=60, image_size=48, lr=1e-3,
+                      width=16, blocks=2)
+    trainer = Trainer(cfg)
+    images = load_fixed_images(trainer.source, 4, 48)
+    before = _objective_on(trainer, images)
+    model_path = trainer.run()
+    after = _objective_on(trainer, images)
+    assert after < 0.8 * before, (before, after)
+    assert model_path.exists() and (tmp_path / "run" / "checkpoint.pt").exists()
+    assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == ["step_000060.jpg"]
+    log = [json.loads(l) for l in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 60 and log[-1]["step"] == 60
+
+
+def test_model_file_round_trip(style_image, coco_folder, tmp_path):
+    trainer = Trainer(tiny_config(style_image, coco_folder, tmp_path / "run", steps=2))
+    path = trainer.run()
+    net, meta, grams = load_model(path)
+    assert meta["style_name"] == "starry_night" and meta["steps"] == 2 and meta["images_seen"] == 4
+    assert len(meta["style_sha256"]) == 64 and meta["loss_network"]["arch"] == "vgg19"
+    assert meta["config"]["width"] == 8 and set(meta["final_losses"]) == {"content", "style", "tv", "total"}
+    assert meta["fastnst_version"] and read_metadata(path) == meta
+    assert set(grams) == set(trainer.config.style_layers)
+    x = torch.rand(1, 3, 21, 19)
+    trainer.net.eval()
+    torch.testing.assert_close(net(x), trainer.net(x))
+
+
+def test_stop_and_resume_equals_uninterrupted(style_image, coco_folder, tmp_path):
+    full = Trainer(tiny_config(style_image, coco_folder, tmp_path / "full", steps=8))
+    full.run()
+
+    first = Trainer(tiny_config(style_image, coco_folder, tmp_path / "split", steps=3))
+    first.run()
+    ckpt = tmp_path / "split" / "checkpoint.pt"
+    assert load_checkpoint(ckpt)["step"] == 3
+    second = Trainer(resume=str(ckpt), overrides={"steps": 8})
+    assert second.step == 3
+    second.run()
+
+    a, b = full.net.state_dict(), second.net.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
+    assert full.history[-1]["total"] == second.history[-1]["total"]
+
+
+def test_resume_refuses_to_change_the_recipe(style_image, coco_folder, tmp_path):
+    Trainer(tiny_config(style_image, coco_folder, tmp_path / "run", steps=1)).run()
+    with pytest.raises(UserError, match="--lr cannot change"):
+        Trainer(resume=str(tmp_path / "run" / "checkpoint.pt"), overrides={"lr": 0.5})
+
+
+def test_existing_run_is_not_overwritten(style_image, coco_folder, tmp_path):
+    Trainer(tiny_config(style_image, coco_folder, tmp_path / "run", steps=1)).run()
+    with pytest.raises(UserError, match="exists: resume with --resume"):
+        Trainer(tiny_config(style_image, coco_folder, tmp_path / "run", steps=1))
+
+
+def test_nan_stops_and_keeps_the_last_good_checkpoint(style_image, coco_folder, tmp_path):
+    trainer = Trainer(tiny_config(style_image, coco_folder, tmp_path / "run", steps=10, checkpoint_every=2))
+    real_forward = trainer.objective.forward
+
+    def poisoned(output, content):
+        terms = real_forward(output, content)
+        if trainer.step >= 5:
+            terms["total"] = terms["total"] * float("nan")
+        return terms
+
+    trainer.objective.forward = poisoned
+    with pytest.raises(TrainingDiverged, match="became nan by step 6"):
+        trainer.run()
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert ckpt["step"] == 4
+    assert all(torch.isfinite(v).all() for v in ckpt["network"].values())
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_sigterm_writes_a_checkpoint_then_resume_finishes(style_image, coco_folder, tmp_path):
+    trainer = Trainer(tiny_config(style_image, coco_folder, tmp_path / "run", steps=10))
+
+    class SignalAtStep3:
+        def update(self, step, record):
+            if step == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        def warn(self, message):
+            pass
+
+    with pytest.raises(Interrupted, match="interrupted at step 3"):
+        trainer.run(SignalAtStep3())
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 3
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    resumed = Trainer(resume=str(tmp_path / "run" / "checkpoint.pt"))
+    resumed.run()
+    assert resumed.step == 10 and (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_bad_training_images_are_counted(style_image, coco_folder, tmp_path):
+    (coco_folder / "notes.jpg").write_text("a text file named .jpg")
+    good = sorted(coco_folder.glob("*.jpg"))[0]
+    (coco_folder / "cut.jpg").write_bytes(good.read_bytes()[:500])
+    trainer = Trainer(tiny_config(style_image, coco_folder, tmp_path / "run", steps=6, batch_size=4))
+    trainer.run()
+    assert sorted(os.path.basename(k) for k in trainer.bad_examples) == ["cut.jpg", "notes.jpg"]
+
+
+def test_epochs_end_the_run(style_image, coco_folder, tmp_path):
+    trainer = Trainer(tiny_config(style_image, coco_folder, tmp_path / "run", steps=None, epochs=1, batch_size=3))
+    assert trainer.total_steps() == 3
+    trainer.run()
+    assert trainer.position.epoch == 1 and trainer.step == 3
