@@ -151,11 +151,162 @@ def train(
           f"samples in {trainer.out / 'samples'}", file=sys.stderr)
 
 
+@app.command(help="Export a trained model file to ONNX (dynamic batch, height and width), verified with "
+                  "onnxruntime against PyTorch. Input and output: float32 NCHW RGB in [0, 1].")
+def export(
+    model: Path = typer.Argument(..., help="A trained model file (.safetensors)."),
+    out: Optional[Path] = typer.Option(None, help="Output .onnx file [default: MODEL with .onnx]."),
+    fp16: bool = typer.Option(False, "--fp16", help="fp16 weights and arithmetic inside (float32 input and "
+                                                     "output), for GPUs."),
+    int8: bool = typer.Option(False, "--int8", help="Also write an int8 model (NAME.int8.onnx) for faster CPU "
+                                                     "inference, calibrated on --calibration photos."),
+    calibration: Optional[Path] = typer.Option(None, help="Folder of real photos for int8 calibration."),
+    opset: int = typer.Option(18, min=18, max=23, help="ONNX opset."),
+):
+    from fastnst.export import ExportError, export as export_onnx, quantize_int8
+
+    if int8 and calibration is None:
+        raise UserError("--int8 needs --calibration DIR (a folder of real photos)")
+    if int8 and fp16:
+        raise UserError("choose --fp16 or --int8, not both")
+    try:
+        report = export_onnx(model, out, fp16=fp16, opset=opset)
+        print(f"wrote {report['path']} ({report['precision']}, {report['size_bytes'] / 1e6:.1f} MB, opset {opset}); "
+              f"onnxruntime vs PyTorch at {' and '.join('x'.join(map(str, s[2:])) for s in report['verified_shapes'])}: "
+              f"max abs difference {report['max_abs_diff_255']:.4f} on the 0-255 scale")
+        if int8:
+            int8_path = report["path"].with_name(report["path"].name.replace(".onnx", ".int8.onnx"))
+            q = quantize_int8(report["path"], int8_path, calibration)
+            print(f"wrote {q['path']} (int8, {q['size_bytes'] / 1e6:.1f} MB, calibrated on {q['calibration_images']} "
+                  f"photos): PSNR against fp32 {q['psnr_vs_fp32_db']:.1f} dB on held-out photos")
+    except ExportError as e:
+        raise UserError(f"{model}: export failed its check: {e}") from None
+
+
+@app.command(help="Stylize images, folders (recursive, mirrored under --out), globs, videos and frame folders.")
+def stylize(
+    inputs: list[str] = typer.Argument(..., metavar="INPUT...", help="Images, folders, globs or videos."),
+    model: str = typer.Option(..., help="A shipped model name (see `fastnst models`), an .onnx file or a "
+                                        ".safetensors model file."),
+    out: Optional[str] = typer.Option(None, help="Output file (one input) or folder [default: beside each "
+                                                 "input, with the style name appended]."),
+    max_size: Optional[int] = typer.Option(None, min=1, help="Scale down so the long side is at most N pixels "
+                                                             "[default: keep the input's size]."),
+    preserve_color: bool = typer.Option(False, "--preserve-color", help="Keep the input's colours "
+                                                                       "(transfer luminance only)."),
+    strength: float = typer.Option(1.0, min=0.0, max=1.0, help="Blend between the input (0) and the "
+                                                               "stylized image (1)."),
+    tile: Optional[int] = typer.Option(None, min=64, max=8192, help="Process in overlapping N x N tiles "
+                                                                    "(bounded memory, for huge images)."),
+    device: Device = typer.Option(Device.auto, help="auto uses CUDA when onnxruntime (or PyTorch, for "
+                                                    ".safetensors models) offers it."),
+):
+    from fastnst.inference import Stylizer
+    from fastnst.stylize import plan, run_job
+
+    stylizer = Stylizer(model, device.value)
+    jobs = plan(inputs, out, stylizer.name)
+    progress = StylizeProgress(len(jobs))
+    failed = 0
+    with progress:
+        for job in jobs:
+            try:
+                run_job(job, stylizer, max_size, tile, preserve_color, strength,
+                        on_frames=progress.frames if job.is_video else None)
+            except UserError as e:
+                if len(jobs) == 1:
+                    raise
+                failed += 1
+                progress.error(str(e))
+            progress.done(job)
+    written = len(jobs) - failed
+    print(f"stylized {written} of {len(jobs)} input(s) with {stylizer.name} ({stylizer.backend})"
+          + (f"; {failed} failed" if failed else "") + (f": {jobs[0].dst}" if len(jobs) == 1 else ""),
+          file=sys.stderr)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command(help="List the shipped models: name, style, licence and how each was trained.")
+def models():
+    import json
+
+    import onnx
+
+    from fastnst.inference import WEIGHTS_DIR, shipped_models
+
+    names = shipped_models()
+    if not names:
+        print(f"no shipped models in {WEIGHTS_DIR}")
+        return
+    print(f"{'name':<26}{'style':<22}{'precision':<10}{'MB':>6}  training")
+    for name, path in names.items():
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        meta = json.loads(props.get("fastnst", "{}"))
+        card = path.with_name(name.split(".")[0] + ".md")
+        licence = ""
+        if card.exists():
+            for line in card.read_text().splitlines():
+                if line.lower().startswith("- licence") or line.lower().startswith("- license"):
+                    licence = line.split(":", 1)[-1].strip()
+        cfg = meta.get("config", {})
+        training = (f"{meta.get('steps', '?')} steps x {cfg.get('batch_size', '?')} at {cfg.get('image_size', '?')}px "
+                    f"on {meta.get('device', '?')}, final J {meta.get('final_losses', {}).get('total', float('nan')):.3g}")
+        print(f"{name:<26}{meta.get('style_name', '?'):<22}{props.get('precision', '?'):<10}"
+              f"{path.stat().st_size / 1e6:>6.1f}  {training}" + (f"; style {licence}" if licence else ""))
+
+
+class StylizeProgress:
+    """Files done (and frames of the current video) on a terminal; errors as lines."""
+
+    def __init__(self, total: int):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.console = Console(stderr=True)
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=self.console,
+                                 disable=not self.console.is_terminal)
+        self.files = self.progress.add_task("files", total=total, rate="")
+        self.video = None
+        self.t0 = None
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+
+    def frames(self, done: int, total: int | None) -> None:
+        import time
+
+        if self.video is None:
+            self.video = self.progress.add_task("frames", total=total, rate="")
+            self.t0 = time.perf_counter()
+        rate = done / max(time.perf_counter() - self.t0, 1e-9)
+        self.progress.update(self.video, completed=done, total=total, rate=f"{rate:.1f} frames/s")
+        self.last_rate = rate
+
+    def done(self, job) -> None:
+        self.progress.advance(self.files)
+        if self.video is not None:
+            self.progress.remove_task(self.video)
+            if not self.console.is_terminal:
+                self.console.print(f"{job.dst}: {self.last_rate:.1f} frames/s", highlight=False)
+            self.video = None
+
+    def error(self, message: str) -> None:
+        self.console.print(f"fastnst: error: {message}", highlight=False, markup=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     from fastnst.training import Interrupted, TrainingDiverged
 
     try:
-        app(args=argv, prog_name="fastnst", standalone_mode=False)
+        rc = app(args=argv, prog_name="fastnst", standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except _ClickException as e:  # bad options, caught by the parser
         _err(" ".join(e.format_message().split()))
         sys.exit(2)

@@ -1,0 +1,206 @@
+"""Stylizing images with a trained model: onnxruntime for ONNX models, PyTorch for model files.
+
+`Stylizer` resolves a model (a shipped name, an .onnx file or a .safetensors model file) and maps
+float32 NCHW RGB batches in [0, 1] to stylized batches of the same shape. `stylize_image` adds
+what a user asks of one image: --max-size, --tile (overlapping tiles with feathered blending, so
+memory is bounded by the tile size), --preserve-color and --strength, with alpha kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fastnst.errors import UserError
+
+WEIGHTS_DIR = Path(os.environ.get("FASTNST_WEIGHTS", Path(__file__).resolve().parents[1] / "weights"))
+
+
+def shipped_models() -> dict[str, Path]:
+    """Shipped model names -> their ONNX files in weights/ (`NAME.onnx`, variants `NAME.int8.onnx`)."""
+    if not WEIGHTS_DIR.is_dir():
+        return {}
+    return {p.name[: -len(".onnx")]: p for p in sorted(WEIGHTS_DIR.glob("*.onnx"))}
+
+
+def resolve_model(model: str) -> Path:
+    path = Path(model)
+    if path.suffix in (".onnx", ".safetensors"):
+        if not path.is_file():
+            raise UserError(f"{path}: no such model file")
+        return path
+    names = shipped_models()
+    if model in names:
+        return names[model]
+    if path.is_file():
+        raise UserError(f"{path}: a model must be an .onnx file, a .safetensors model file or a shipped name")
+    known = ", ".join(n for n in names if "." not in n) or "none installed"
+    raise UserError(f"unknown model {model!r}: give a shipped name ({known}), an .onnx file or a .safetensors file")
+
+
+def onnx_providers(device: str) -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in available:
+            raise UserError("--device cuda: this onnxruntime has no CUDA provider (pip install onnxruntime-gpu), "
+                            "or use a .safetensors model to run on PyTorch")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "auto" and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class Stylizer:
+    """A loaded model. stylizer(batch) -> batch, both float32 N x 3 x H x W in [0, 1]."""
+
+    def __init__(self, model: str, device: str = "auto"):
+        self.path = resolve_model(model)
+        self.device = device
+        if self.path.suffix == ".onnx":
+            self._load_onnx()
+        else:
+            self._load_torch()
+        self.name = self.metadata.get("style_name") or self.path.stem
+
+    def _load_onnx(self) -> None:
+        import onnxruntime as ort
+
+        try:
+            self.session = ort.InferenceSession(str(self.path), providers=onnx_providers(self.device))
+        except UserError:
+            raise
+        except Exception as e:
+            raise UserError(f"{self.path}: not a loadable ONNX model ({e.__class__.__name__})") from None
+        props = self.session.get_modelmeta().custom_metadata_map
+        if "fastnst" not in props:
+            raise UserError(f"{self.path}: an ONNX model, but not a fastnst model (no fastnst metadata)")
+        self.metadata = json.loads(props["fastnst"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+        self.backend = f"onnxruntime ({self.session.get_providers()[0]})"
+        self.batch_limit = 8 if "CUDA" in self.session.get_providers()[0] else 1
+
+    def _load_torch(self) -> None:
+        import torch
+
+        from fastnst.modelfile import load_model
+        from fastnst.training import resolve_device
+
+        self.torch_device = resolve_device(self.device)
+        self.net, self.metadata, _ = load_model(self.path, self.torch_device)
+        self.session = None
+        self.backend = f"PyTorch ({self.torch_device})"
+        self.batch_limit = 8 if self.torch_device.type == "cuda" else 1
+        self._torch = torch
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.session is not None:
+            return self.session.run([self.output_name], {self.input_name: batch})[0]
+        torch = self._torch
+        with torch.no_grad():
+            x = torch.from_numpy(batch).to(self.torch_device)
+            return self.net(x).float().cpu().numpy()
+
+
+def _ramp(n: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
+    """1-D blending weights of a tile: linear ramps over the overlap, except at the image's edges."""
+    w = np.ones(n, np.float32)
+    k = min(overlap, n)
+    ramp = (np.arange(k, dtype=np.float32) + 0.5) / k
+    if not at_start:
+        w[:k] = np.minimum(w[:k], ramp)
+    if not at_end:
+        w[n - k:] = np.minimum(w[n - k:], ramp[::-1])
+    return w
+
+
+def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    if size <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, size - tile, step)) + [size - tile]
+    return starts
+
+
+def stylize_tiled(stylizer: Stylizer, image: np.ndarray, tile: int) -> np.ndarray:
+    """Stylize a 3 x H x W float image in overlapping tile x tile pieces, blended with linear
+    ramps over the overlap (a quarter of the tile). Memory for the network is bounded by the tile."""
+    _, h, w = image.shape
+    overlap = max(16, tile // 4)
+    out = np.zeros_like(image)
+    weight = np.zeros((h, w), np.float32)
+    ys, xs = _tile_starts(h, tile, overlap), _tile_starts(w, tile, overlap)
+    for y0 in ys:
+        for x0 in xs:
+            piece = image[:, y0:y0 + tile, x0:x0 + tile]
+            result = stylizer(piece[None])[0]
+            th, tw = piece.shape[1:]
+            wy = _ramp(th, overlap, y0 == 0, y0 + th >= h)
+            wx = _ramp(tw, overlap, x0 == 0, x0 + tw >= w)
+            wgt = wy[:, None] * wx[None, :]
+            out[:, y0:y0 + th, x0:x0 + tw] += result * wgt
+            weight[y0:y0 + th, x0:x0 + tw] += wgt
+    return out / weight
+
+
+def preserve_color(stylized: np.ndarray, content: np.ndarray) -> np.ndarray:
+    """Luminance-only transfer: the stylized image's luma (BT.601) with the content's chroma."""
+    m = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], np.float32)
+    inv = np.linalg.inv(m).astype(np.float32)
+    ys = np.tensordot(m, stylized, axes=1)
+    yc = np.tensordot(m, content, axes=1)
+    merged = np.concatenate([ys[:1], yc[1:]], axis=0)
+    return np.clip(np.tensordot(inv, merged, axes=1), 0.0, 1.0)
+
+
+def stylize_array(stylizer: Stylizer, image: np.ndarray, tile: int | None = None, keep_color: bool = False,
+                  strength: float = 1.0) -> np.ndarray:
+    """3 x H x W float32 in [0, 1] -> stylized, same shape."""
+    if tile and max(image.shape[1:]) > tile:
+        out = stylize_tiled(stylizer, image, tile)
+    else:
+        out = stylizer(image[None])[0]
+    if keep_color:
+        out = preserve_color(out, image)
+    if strength < 1.0:
+        out = strength * out + (1.0 - strength) * image
+    return np.clip(out, 0.0, 1.0)
+
+
+def pil_to_array(im: Image.Image) -> np.ndarray:
+    return np.asarray(im.convert("RGB"), np.float32).transpose(2, 0, 1) / 255.0
+
+
+def array_to_pil(a: np.ndarray) -> Image.Image:
+    return Image.fromarray((np.clip(a, 0, 1) * 255.0 + 0.5).astype(np.uint8).transpose(1, 2, 0), "RGB")
+
+
+def fit_max_size(size: tuple[int, int], max_size: int | None, even: bool = False) -> tuple[int, int]:
+    """(w, h) scaled down so the long side is at most max_size (never up); even sides for video."""
+    w, h = size
+    if max_size and max(w, h) > max_size:
+        s = max_size / max(w, h)
+        w, h = max(1, round(w * s)), max(1, round(h * s))
+    if even:
+        w, h = max(2, w - w % 2), max(2, h - h % 2)
+    return w, h
+
+
+def stylize_image(stylizer: Stylizer, im: Image.Image, max_size: int | None = None, tile: int | None = None,
+                  keep_color: bool = False, strength: float = 1.0) -> Image.Image:
+    """A PIL image (RGB or RGBA) -> its stylized version, RGBA keeping its alpha."""
+    size = fit_max_size(im.size, max_size)
+    if size != im.size:
+        im = im.resize(size, Image.LANCZOS)
+    alpha = im.getchannel("A") if im.mode == "RGBA" else None
+    out = array_to_pil(stylize_array(stylizer, pil_to_array(im), tile, keep_color, strength))
+    if alpha is not None:
+        out.putalpha(alpha)
+    return out

@@ -1,0 +1,122 @@
+"""The `stylize` job: which inputs become which outputs, and running them.
+
+Inputs are image files, folders (recursive: every image and video inside, the tree mirrored
+under the output folder; a folder of frames is one such folder), glob patterns and videos.
+Outputs never overwrite inputs, appear whole or not at all, and a bad input in a batch is
+reported and skipped while the others are still written.
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastnst.errors import UserError
+from fastnst.images import IMAGE_EXTENSIONS, open_image, save_image_atomic
+from fastnst.inference import Stylizer, stylize_image
+from fastnst.video import VIDEO_EXTENSIONS, stylize_video
+
+MEDIA_EXTENSIONS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
+
+
+@dataclass
+class Job:
+    src: Path
+    dst: Path
+
+    @property
+    def is_video(self) -> bool:
+        return self.src.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def _expand(inputs: list[str]) -> list[tuple[Path, Path | None]]:
+    """Each input -> (file, folder it came from or None); globs expanded, folders walked."""
+    found: list[tuple[Path, Path | None]] = []
+    for raw in inputs:
+        path = Path(raw)
+        if not path.exists() and any(c in raw for c in "*?["):
+            matches = sorted(Path(m) for m in glob.glob(raw, recursive=True))
+            matches = [m for m in matches if m.is_dir() or m.suffix.lower() in MEDIA_EXTENSIONS]
+            if not matches:
+                raise UserError(f"{raw}: no image or video matches this pattern")
+            found += [(m, None) for m in matches if m.is_file()]
+            for m in matches:
+                if m.is_dir():
+                    found += [(f, m) for f in _walk(m)]
+        elif path.is_dir():
+            files = _walk(path)
+            if not files:
+                raise UserError(f"{path}: no images or videos in this folder")
+            found += [(f, path) for f in files]
+        else:
+            found.append((path, None))
+    return found
+
+
+def _walk(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS
+                  and not p.name.startswith("."))
+
+
+def plan(inputs: list[str], out: str | None, style: str) -> list[Job]:
+    """Decide every output path. Without --out, outputs go beside their inputs with the style's
+    name appended (photo.jpg -> photo_<style>.jpg; folder -> folder_<style>/...)."""
+    found = _expand(inputs)
+    out_path = Path(out) if out else None
+    single_file = len(inputs) == 1 and len(found) == 1 and found[0][1] is None
+    out_is_dir = out_path is not None and (out_path.is_dir() or str(out).endswith(("/", "\\")) or not single_file)
+    if out_path is not None and out_path.exists() and not out_path.is_dir() and not single_file:
+        raise UserError(f"{out_path}: --out must be a folder when stylizing several inputs")
+    jobs = []
+    for src, root in found:
+        suffix = src.suffix
+        if root is not None:
+            base = out_path / root.name if (out_is_dir and len(inputs) > 1) else out_path
+            if base is None:
+                base = root.parent / f"{root.name}_{style}"
+            dst = base / src.relative_to(root)
+        elif out_path is None:
+            dst = src.with_name(f"{src.stem}_{style}{suffix}")
+        elif out_is_dir:
+            dst = out_path / src.name
+        else:
+            dst = out_path
+        jobs.append(Job(src, dst))
+    _refuse_overwrites(jobs)
+    return jobs
+
+
+def _refuse_overwrites(jobs: list[Job]) -> None:
+    sources = {j.src.resolve() for j in jobs if j.src.exists()}
+    seen: dict[Path, Path] = {}
+    for j in jobs:
+        d = j.dst.resolve()
+        if d in sources:
+            raise UserError(f"{j.dst}: --out would overwrite an input; choose another output")
+        if d in seen:
+            raise UserError(f"{seen[d]} and {j.src} would both be written to {j.dst}")
+        seen[d] = j.src
+
+
+def check_input(src: Path) -> None:
+    if not src.exists():
+        raise UserError(f"{src}: no such file")
+    if src.suffix.lower() not in MEDIA_EXTENSIONS:
+        raise UserError(f"{src}: not an image or video fastnst reads (extension {src.suffix or 'none'!r})")
+
+
+def run_job(job: Job, stylizer: Stylizer, max_size=None, tile=None, keep_color=False, strength=1.0,
+            on_frames=None) -> None:
+    check_input(job.src)
+    if job.is_video:
+        stylize_video(stylizer, job.src, job.dst, max_size, keep_color, strength, tile, on_frames)
+        return
+    im = open_image(job.src)
+    out = stylize_image(stylizer, im, max_size, tile, keep_color, strength)
+    if out.mode == "RGBA" and job.dst.suffix.lower() in (".jpg", ".jpeg", ".bmp"):
+        out = out.convert("RGB")  # these formats have no alpha
+    try:
+        save_image_atomic(out, job.dst)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{job.dst}: could not write ({e})") from None
