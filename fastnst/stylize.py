@@ -64,8 +64,12 @@ def plan(inputs: list[str], out: str | None, style: str) -> list[Job]:
     name appended (photo.jpg -> photo_<style>.jpg; folder -> folder_<style>/...)."""
     found = _expand(inputs)
     out_path = Path(out) if out else None
-    single_file = len(inputs) == 1 and len(found) == 1 and found[0][1] is None
-    out_is_dir = out_path is not None and (out_path.is_dir() or str(out).endswith(("/", "\\")) or not single_file)
+    # One named file writes to --out itself, unless --out is a folder (exists, ends in /, or has no
+    # extension); a glob, a folder or several inputs always write into the folder --out.
+    single_file = (len(inputs) == 1 and len(found) == 1 and found[0][1] is None
+                   and Path(inputs[0]).exists())
+    out_is_dir = out_path is not None and (out_path.is_dir() or str(out).endswith(("/", "\\"))
+                                           or not out_path.suffix or not single_file)
     if out_path is not None and out_path.exists() and not out_path.is_dir() and not single_file:
         raise UserError(f"{out_path}: --out must be a folder when stylizing several inputs")
     jobs = []

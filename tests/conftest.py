@@ -46,3 +46,23 @@ def tiny_config(style, data, out, **kw):
                 workers=2, device="cpu", seed=0)
     base.update(kw)
     return TrainConfig(**base)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, style_image, shared_data) -> Path:
+    """A tiny trained model file (2 steps on 8 real photos): cheap to export and run."""
+    from fastnst.training import Trainer
+
+    d = tmp_path_factory.mktemp("tiny")
+    data = d / "data"
+    data.mkdir()
+    for f in sorted((shared_data / "coco").glob("*.jpg"))[:8]:
+        shutil.copy(f, data / f.name)
+    return Trainer(tiny_config(style_image, data, d / "run", steps=2)).run()
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_model) -> Path:
+    from fastnst.export import export
+
+    return export(tiny_model)["path"]

@@ -1,0 +1,178 @@
+"""`fastnst stylize` as a user meets it: files, folders, globs, videos, GIFs and bad input."""
+import os
+from fractions import Fraction
+
+import numpy as np
+import onnx
+import pytest
+from PIL import Image
+
+from fastnst.inference import Stylizer, preserve_color, stylize_image
+from test_cli import _one_line_error, fastnst
+
+
+def _photo(path, size=(37, 23), mode="RGB", seed=0):
+    a = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    im = Image.fromarray(a)
+    if mode == "RGBA":
+        im.putalpha(Image.fromarray(a[..., 0]))
+    elif mode != "RGB":
+        im = im.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path)
+    return path
+
+
+@pytest.mark.parametrize("name,mode,size", [("a.jpg", "RGB", (37, 23)), ("b.png", "RGB", (64, 48)),
+                                            ("g.png", "L", (31, 17)), ("t.png", "RGBA", (20, 30)),
+                                            ("one.png", "RGB", (1, 1)), ("p.png", "P", (9, 5))])
+def test_images_keep_their_size(tiny_onnx, tmp_path, name, mode, size):
+    src = _photo(tmp_path / name, size, mode)
+    r = fastnst("stylize", src, "--model", tiny_onnx, "--out", tmp_path / "out" / name)
+    assert r.returncode == 0, r.stderr
+    out = Image.open(tmp_path / "out" / name)
+    assert out.size == size
+    assert out.mode == ("RGBA" if mode == "RGBA" else "RGB")
+    if mode == "RGBA":  # alpha kept as it was
+        assert np.array_equal(np.asarray(out)[..., 3], np.asarray(Image.open(src))[..., 3])
+
+
+def test_default_output_name_and_max_size(tiny_onnx, tmp_path):
+    src = _photo(tmp_path / "photo.jpg", (120, 80))
+    r = fastnst("stylize", src, "--model", tiny_onnx, "--max-size", "60")
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "photo_starry_night.jpg").size == (60, 40)
+
+
+def test_folders_are_mirrored_and_globs_expanded(tiny_onnx, tmp_path):
+    for rel in ["a.jpg", "sub/b.png", "sub/deeper/c.webp"]:
+        _photo(tmp_path / "in" / rel)
+    (tmp_path / "in" / "notes.txt").write_text("ignored")
+    r = fastnst("stylize", tmp_path / "in", "--model", tiny_onnx, "--out", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    got = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert got == ["a.jpg", "sub/b.png", "sub/deeper/c.webp"]
+    r = fastnst("stylize", str(tmp_path / "in" / "**" / "*.png"), "--model", tiny_onnx, "--out", tmp_path / "g")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["b.png"]
+
+
+def test_strength_and_preserve_color(tiny_onnx, tmp_path):
+    stylizer = Stylizer(str(tiny_onnx))
+    im = Image.open(_photo(tmp_path / "x.png", (40, 30))).convert("RGB")
+    same = stylize_image(stylizer, im, strength=0.0)
+    assert np.abs(np.asarray(same, int) - np.asarray(im, int)).max() <= 1
+    content = np.asarray(im, np.float32).transpose(2, 0, 1) / 255
+    styl = np.random.default_rng(3).random(content.shape, dtype=np.float32)
+    merged = preserve_color(styl, content)
+    # chroma from the content, luma from the stylized image
+    to_ycc = lambda a: np.asarray(Image.fromarray((a.transpose(1, 2, 0) * 255).round().astype(np.uint8)).convert("YCbCr"), float)  # noqa: E731
+    ycc_m, ycc_c, ycc_s = to_ycc(merged), to_ycc(content), to_ycc(styl)
+    inside = (merged > 0.02).all(0) & (merged < 0.98).all(0)  # away from clipping
+    assert np.abs(ycc_m[..., 1:] - ycc_c[..., 1:])[inside].mean() < 2
+    assert np.abs(ycc_m[..., 0] - ycc_s[..., 0])[inside].mean() < 2
+
+
+def _make_clip(path, frames=12, fps=12, size=(64, 48), audio=True):
+    import av
+
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=fps)
+        v.width, v.height, v.pix_fmt = size[0], size[1], "yuv420p"
+        a = c.add_stream("aac", rate=16000) if audio else None
+        for i in range(frames):
+            img = np.full((size[1], size[0], 3), (i * 20) % 255, np.uint8)
+            for p in v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        if a is not None:
+            n = int(16000 * frames / fps)
+            t = np.arange(n) / 16000
+            samples = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+            frame.sample_rate = 16000
+            for p in a.encode(frame):
+                c.mux(p)
+            for p in a.encode(None):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+    return path
+
+
+def test_video_round_trip_keeps_frames_fps_and_audio(tiny_onnx, tmp_path):
+    from fastnst.video import probe
+
+    src = _make_clip(tmp_path / "clip.mp4")
+    r = fastnst("stylize", src, "--model", tiny_onnx, "--out", tmp_path / "out.mp4")
+    assert r.returncode == 0, r.stderr
+    before, after = probe(src), probe(tmp_path / "out.mp4")
+    assert after == before, (before, after)
+    assert before["frames"] == 12 and before["fps"] == Fraction(12) and before["audio"]
+    r = fastnst("stylize", src, "--model", tiny_onnx, "--out", tmp_path / "small.mp4", "--max-size", "32")
+    assert r.returncode == 0, r.stderr
+    assert (probe(tmp_path / "small.mp4")["width"], probe(tmp_path / "small.mp4")["height"]) == (32, 24)
+
+
+def test_animated_gif_in_gif_out(tiny_onnx, tmp_path):
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)) for i in range(4)]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:], duration=[50, 60, 70, 80], loop=0)
+    r = fastnst("stylize", tmp_path / "a.gif", "--model", tiny_onnx, "--out", tmp_path / "b.gif")
+    assert r.returncode == 0, r.stderr
+    out = Image.open(tmp_path / "b.gif")
+    assert out.n_frames == 4 and out.size == (30, 20)
+    durations = []
+    for i in range(4):
+        out.seek(i)
+        durations.append(out.info["duration"])
+    assert durations == [50, 60, 70, 80]
+
+
+def test_single_bad_inputs_get_one_line_and_exit_2(tiny_onnx, tmp_path):
+    text = tmp_path / "text.jpg"
+    text.write_text("I am text")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    good = _photo(tmp_path / "good.jpg", (64, 64))
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(good.read_bytes()[:200])
+    bad_video = tmp_path / "v.mp4"
+    bad_video.write_text("not a video")
+    foreign = tmp_path / "foreign.onnx"
+    node = onnx.helper.make_node("Identity", ["x"], ["y"])
+    vi = lambda n: onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1])  # noqa: E731
+    onnx.save(onnx.helper.make_model(onnx.helper.make_graph([node], "g", [vi("x")], [vi("y")])), foreign)
+    cases = [
+        ([tmp_path / "missing.jpg", "--model", tiny_onnx], "missing.jpg: no such file"),
+        ([text, "--model", tiny_onnx], "text.jpg: not an image file"),
+        ([empty, "--model", tiny_onnx], "empty.png: empty file"),
+        ([cut, "--model", tiny_onnx], "cut.jpg: corrupt or truncated"),
+        ([bad_video, "--model", tiny_onnx], "v.mp4: not a readable video"),
+        ([good, "--model", "no_such_style"], "unknown model 'no_such_style'"),
+        ([good, "--model", foreign], "not a fastnst model"),
+        ([good, "--model", tiny_onnx, "--out", good], "would overwrite an input"),
+        ([good, "--model", tiny_onnx, "--strength", "1.5"], "--strength"),
+        ([good, "--model", tiny_onnx, "--tile", "3"], "--tile"),
+    ]
+    for args, expected in cases:
+        line = _one_line_error(fastnst("stylize", *args))
+        assert expected in line, (args, line)
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert not leftovers and good.read_bytes()[:200] == cut.read_bytes()
+
+
+def test_batch_skips_bad_inputs_writes_good_ones_and_exits_1(tiny_onnx, tmp_path):
+    _photo(tmp_path / "in" / "ok1.jpg")
+    (tmp_path / "in" / "broken.jpg").write_text("nope")
+    _photo(tmp_path / "in" / "ok2.png")
+    r = fastnst("stylize", tmp_path / "in", "--model", tiny_onnx, "--out", tmp_path / "out")
+    assert r.returncode == 1
+    assert "broken.jpg" in r.stderr and "Traceback" not in r.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ok1.jpg", "ok2.png"]
+
+
+def test_pytorch_model_file_works_too(tiny_model, tmp_path):
+    src = _photo(tmp_path / "x.png", (33, 21))
+    r = fastnst("stylize", src, "--model", tiny_model, "--out", tmp_path / "y.png", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "y.png").size == (33, 21)
