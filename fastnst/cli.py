@@ -196,15 +196,19 @@ def stylize(
                                                                        "(transfer luminance only)."),
     strength: float = typer.Option(1.0, min=0.0, max=1.0, help="Blend between the input (0) and the "
                                                                "stylized image (1)."),
-    tile: Optional[int] = typer.Option(None, min=64, max=8192, help="Process in overlapping N x N tiles "
-                                                                    "(bounded memory, for huge images)."),
+    tile: Optional[int] = typer.Option(None, min=128, max=8192, help="Process in N x N tiles (bounded memory, "
+                                                                     "for huge images); seamless with a "
+                                                                     "PyTorch model file."),
     device: Device = typer.Option(Device.auto, help="auto uses CUDA when onnxruntime (or PyTorch, for "
                                                     ".safetensors models) offers it."),
 ):
     from fastnst.inference import Stylizer
     from fastnst.stylize import plan, run_job
 
-    stylizer = Stylizer(model, device.value)
+    stylizer = Stylizer(model, device.value, tiling=tile is not None)
+    if tile is not None and stylizer.net is None:
+        print(f"warning: {stylizer.path.name} is ONNX only: its tiles are normalised one by one and blended, "
+              "so colours can shift between tiles; a .safetensors model gives seamless tiles", file=sys.stderr)
     jobs = plan(inputs, out, stylizer.name)
     progress = StylizeProgress(len(jobs))
     failed = 0

@@ -59,9 +59,15 @@ def onnx_providers(device: str) -> list[str]:
 class Stylizer:
     """A loaded model. stylizer(batch) -> batch, both float32 N x 3 x H x W in [0, 1]."""
 
-    def __init__(self, model: str, device: str = "auto"):
+    def __init__(self, model: str, device: str = "auto", tiling: bool = False):
+        """tiling: prefer the PyTorch model file next to an ONNX model (NAME.safetensors beside
+        NAME.onnx), whose tiles can share whole-image normalisation statistics."""
         self.path = resolve_model(model)
         self.device = device
+        if tiling and self.path.suffix == ".onnx":
+            twin = self.path.with_name(self.path.name.split(".")[0] + ".safetensors")
+            if twin.is_file():
+                self.path = twin
         if self.path.suffix == ".onnx":
             self._load_onnx()
         else:
@@ -84,6 +90,7 @@ class Stylizer:
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
         self.backend = f"onnxruntime ({self.session.get_providers()[0]})"
+        self.net = None
         self.batch_limit = 8 if "CUDA" in self.session.get_providers()[0] else 1
 
     def _load_torch(self) -> None:
@@ -95,6 +102,7 @@ class Stylizer:
         self.torch_device = resolve_device(self.device)
         self.net, self.metadata, _ = load_model(self.path, self.torch_device)
         self.session = None
+        self.net.requires_grad_(False)
         self.backend = f"PyTorch ({self.torch_device})"
         self.batch_limit = 8 if self.torch_device.type == "cuda" else 1
         self._torch = torch
@@ -130,8 +138,16 @@ def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
 
 
 def stylize_tiled(stylizer: Stylizer, image: np.ndarray, tile: int) -> np.ndarray:
-    """Stylize a 3 x H x W float image in overlapping tile x tile pieces, blended with linear
-    ramps over the overlap (a quarter of the tile). Memory for the network is bounded by the tile."""
+    """Stylize a 3 x H x W float image in overlapping tile x tile pieces.
+
+    With a PyTorch network, tiles share whole-image normalisation statistics (fastnst.tiling) and
+    match the untiled output. An ONNX model normalises each tile by itself, so tiles are blended
+    with linear ramps over a quarter-tile overlap to hide the seams; colours can still drift
+    between distant tiles."""
+    if stylizer.net is not None:
+        from fastnst.tiling import stylize_tiled_global
+
+        return stylize_tiled_global(stylizer.net, image, tile, device=stylizer.torch_device)
     _, h, w = image.shape
     overlap = max(16, tile // 4)
     out = np.zeros_like(image)

@@ -16,13 +16,36 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class InstanceNorm(nn.InstanceNorm2d):
+    """Affine instance normalisation that can also normalise with given statistics.
+
+    Tiled inference of a large image sets `fixed_stats` (per-channel mean and variance of the
+    whole image) so that every tile is normalised like the whole image, and uses `recorder` to
+    collect those statistics. Both are None in training and export: plain instance norm.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__(channels, affine=True)
+        self.fixed_stats: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.recorder = None
+
+    def forward(self, x):
+        if self.recorder is not None:
+            self.recorder(self, x)
+        if self.fixed_stats is None:
+            return super().forward(x)
+        mean, var = self.fixed_stats
+        x = (x - mean.view(1, -1, 1, 1)) * torch.rsqrt(var.view(1, -1, 1, 1) + self.eps)
+        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
 class ConvLayer(nn.Sequential):
     """Reflection pad + conv (+ instance norm + ReLU)."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, norm: bool = True, relu: bool = True):
         layers = [nn.ReflectionPad2d(kernel // 2), nn.Conv2d(cin, cout, kernel, stride)]
         if norm:
-            layers.append(nn.InstanceNorm2d(cout, affine=True))
+            layers.append(InstanceNorm(cout))
         if relu:
             layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
