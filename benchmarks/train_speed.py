@@ -1,9 +1,9 @@
 """Training throughput: fastnst's training step against a plain fp32 eager loop, in one run.
 
 The plain loop is the textbook one (the PyTorch fast_neural_style example's shape): fp32, the
-output and the content image through VGG in two separate forwards. fastnst's step is the one
-the trainer runs (`fastnst.training.train_step`): one batched VGG forward, bf16 autocast with
-fp32 Gram matrices on CUDA. Both train the same network on the same real photos with the same
+output and the content image each through the whole loss network, the loss read every step.
+fastnst's step is the one the trainer runs (`fastnst.training.train_step`): the content image
+only as deep as the content layer, no loss read, bf16 autocast with fp32 Gram matrices on CUDA. Both train the same network on the same real photos with the same
 objective. Also reported: the data pipeline's own images/s, to show it keeps up.
 
     python benchmarks/train_speed.py [--batch-size 4] [--image-size 256] [--steps 10] [--device auto]

@@ -193,15 +193,19 @@ class VGGFeatures(nn.Module):
                 else f"file sha256:{_sha256(Path(self.weights_source))}", "pooling": self.pooling,
                 "input_convention": self.convention}
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, layers: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """{layer: activation} for `layers` (default: all requested at construction), stopping after
+        the deepest of them."""
         if self.bgr:
             x = x.flip(1)
         x = x * self.scale + self.shift
-        wanted, out = set(self.layers), {}
+        wanted, out = set(layers or self.layers), {}
         for name, layer in self.body.named_children():
             x = layer(x)
             if name in wanted:
                 out[name] = x
+                if len(out) == len(wanted):
+                    break
         return out
 
 

@@ -65,8 +65,9 @@ class _IdentityNet(torch.nn.Module):
         super().__init__()
         self.register_buffer("scale", torch.ones(1))
 
-    def forward(self, x):
-        return {"a": x, "b": x * 2}
+    def forward(self, x, layers=None):
+        feats = {"a": x, "b": x * 2}
+        return {k: v for k, v in feats.items() if layers is None or k in layers}
 
 
 def test_objective_adds_weighted_terms_by_hand():

@@ -67,3 +67,11 @@ def test_bad_layer_and_weights_are_user_errors(tmp_path):
     junk.write_text("not a state dict")
     with pytest.raises(UserError, match="not a readable"):
         VGGFeatures("vgg19", str(junk), ["relu1_1"])
+
+
+def test_forward_stops_at_the_deepest_requested_layer():
+    net = VGGFeatures("vgg19", "bundled", ["relu2_2", "relu5_1"])
+    x = torch.rand(1, 3, 32, 32)
+    full = net(x)
+    part = net(x, ["relu2_2"])
+    assert list(part) == ["relu2_2"] and torch.equal(part["relu2_2"], full["relu2_2"])
