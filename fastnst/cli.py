@@ -90,7 +90,8 @@ def train(
     out: Optional[Path] = typer.Option(None, help="Output folder [default: runs/<style name>]."),
     steps: Optional[int] = typer.Option(None, min=1, help="Training steps [default: 40000 unless --epochs]."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Passes over the data (instead of --steps)."),
-    batch_size: int = typer.Option(4, min=1, help="Images per step."),
+    batch_size: int = typer.Option(4, min=1, help="Images per step and process (under torchrun the global "
+                                                  "batch is N processes x this)."),
     image_size: int = typer.Option(256, min=16, max=4096, help="Side of the square training crops."),
     style_size: int = typer.Option(512, min=16, max=8192, help="Long side the style image is resized to."),
     content_weight: float = typer.Option(1.0, min=0.0, help="Weight of the content loss."),
@@ -137,12 +138,21 @@ def train(
         if style is None:
             raise UserError("--style is required (the style image to learn)")
         trainer = Trainer(TrainConfig(**values))
-    cfg = trainer.config
-    print(f"training {Path(cfg.style).stem} on {trainer.source.description}, {trainer.device}, "
-          f"batch {cfg.batch_size} at {cfg.image_size}px, from step {trainer.step}; writing to {trainer.out}",
-          file=sys.stderr)
-    with TrainProgress(trainer.total_steps(), trainer.step) as progress:
-        model = trainer.run(progress)
+    from fastnst import distributed
+
+    cfg, main = trainer.config, trainer.world.is_main
+    if main:
+        ranks = f" x {trainer.world.size} processes" if trainer.world.distributed else ""
+        print(f"training {Path(cfg.style).stem} on {trainer.source.description}, {trainer.device}, "
+              f"batch {cfg.batch_size}{ranks} at {cfg.image_size}px, from step {trainer.step}; writing to "
+              f"{trainer.out}", file=sys.stderr)
+    try:
+        with TrainProgress(trainer.total_steps() if main else 0, trainer.step) as progress:
+            model = trainer.run(progress if main else None)
+    finally:
+        distributed.shutdown(trainer.world)
+    if not main:
+        return
     if trainer.bad_examples:
         print(f"skipped {len(trainer.bad_examples)} unreadable training image(s); "
               f"first: {next(iter(trainer.bad_examples))}", file=sys.stderr)

@@ -175,22 +175,30 @@ def _load_example(name: str, item: object, size: int, sample_seed: str) -> np.nd
 
 
 class BatchStream:
-    """Endless batches of random crops from a source, starting at `position`."""
+    """Endless batches of random crops from a source, starting at `position`.
+
+    With `world` > 1 (distributed training) the stream is sharded: rank r decodes only the examples
+    at offsets r, r + world, r + 2*world, ... of the one global order, so together the ranks see
+    what a single process with a `world` times larger batch would.
+    """
 
     def __init__(self, source, batch_size: int, image_size: int, seed: int, position: Position | None = None,
-                 workers: int = 4, prefetch_batches: int = 4):
+                 workers: int = 4, prefetch_batches: int = 4, rank: int = 0, world: int = 1):
         self.source, self.batch_size, self.image_size, self.seed = source, batch_size, image_size, seed
         self.position = position or Position()
         self.workers = max(1, workers)
         self.window = max(1, prefetch_batches) * batch_size
+        self.rank, self.world = rank, world
 
     def _examples(self):
-        """(epoch, offset_after, name, item) forever, epoch after epoch."""
+        """(epoch, offset_after, name, item) of this rank's shard, forever, epoch after epoch."""
         epoch, start = self.position.epoch, self.position.offset
         while True:
             n = 0
             for offset, (name, item) in enumerate(self.source.examples(epoch, start, self.seed), start=start + 1):
                 n += 1
+                if (offset - 1) % self.world != self.rank:
+                    continue
                 yield epoch, offset, name, item
             if n == 0 and start == 0:
                 raise UserError(f"{self.source.description}: no examples")

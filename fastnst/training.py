@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 import fastnst
+from fastnst import distributed
 from fastnst.data import BatchStream, Position, load_fixed_images, open_source
 from fastnst.errors import UserError
 from fastnst.images import file_mode, load_rgb, resize_long_side, save_image_atomic, to_pil, to_tensor
@@ -164,7 +165,8 @@ class Trainer:
         self.out = Path(cfg.out or Path("runs") / Path(cfg.style).stem)
         if ckpt is None:
             self._refuse_to_overwrite()
-        self.device = resolve_device(cfg.device)
+        self.world = distributed.init(resolve_device(cfg.device).type)
+        self.device = distributed.device_for(self.world, resolve_device(cfg.device))
 
         # Everything random below is seeded, so a fresh run is reproducible from its config.
         random.seed(cfg.seed)
@@ -182,14 +184,22 @@ class Trainer:
         self.objective.set_style(to_tensor(style_img).unsqueeze(0))
 
         self.net = TransformerNet(cfg.width, cfg.blocks).to(self.device)
+        # Under torchrun, DDP averages the gradients of the ranks; self.net stays the plain network.
+        self.model = self.net
+        if self.world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.model = DistributedDataParallel(
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         self.step, self.position, self.images_seen = 0, Position(), 0
         self.bad_examples: dict[str, str] = {}
         self.history: list[dict] = []
         if ckpt is not None:
             self._restore(ckpt)
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.sample_inputs = load_fixed_images(self.source, 4, cfg.image_size)
+        if self.world.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.sample_inputs = load_fixed_images(self.source, 4, cfg.image_size)
 
     # -- configuration and files -------------------------------------------------------------
 
@@ -230,6 +240,7 @@ class Trainer:
             "images_seen": self.images_seen,
             "final_losses": final_losses,
             "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
+            "world_size": self.world.size,
             "torch_version": torch.__version__,
         }
 
@@ -241,27 +252,40 @@ class Trainer:
         return states
 
     def save_checkpoint(self) -> Path:
+        """Called on every rank (it gathers their data positions); only rank 0 writes."""
         path = self.out / CHECKPOINT_NAME
+        positions = distributed.gather([self.position.epoch, self.position.offset], self.world)
+        bad = {k: v for d in distributed.gather(self.bad_examples, self.world) for k, v in d.items()}
+        if not self.world.is_main:
+            distributed.barrier(self.world)
+            return path
         atomic_torch_save({
             "format": "fastnst-checkpoint-1",
             "fastnst_version": fastnst.__version__,
             "config": dataclasses.asdict(self.config),
             "step": self.step,
             "images_seen": self.images_seen,
-            "position": [self.position.epoch, self.position.offset],
+            "position": positions[0],
+            "positions": positions,
+            "world_size": self.world.size,
             "network": self.net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "rng": self._rng_states(),
-            "bad_examples": self.bad_examples,
+            "bad_examples": bad,
             "history": self.history,
         }, path)
+        distributed.barrier(self.world)
         return path
 
     def _restore(self, ckpt: dict) -> None:
         self.net.load_state_dict(ckpt["network"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.step, self.images_seen = ckpt["step"], ckpt["images_seen"]
-        self.position = Position(*ckpt["position"])
+        saved_world = ckpt.get("world_size", 1)
+        if saved_world != self.world.size:
+            raise UserError(f"this checkpoint was written by {saved_world} process(es): resume it with the same "
+                            f"number (now {self.world.size}), so every rank continues its own part of the data")
+        self.position = Position(*ckpt.get("positions", [ckpt["position"]])[self.world.rank])
         self.bad_examples = dict(ckpt.get("bad_examples", {}))
         self.history = list(ckpt.get("history", []))
         rng = ckpt["rng"]
@@ -277,7 +301,7 @@ class Trainer:
         if cfg.steps is not None:
             return cfg.steps
         try:
-            return math.ceil(cfg.epochs * len(self.source) / cfg.batch_size)
+            return math.ceil(cfg.epochs * len(self.source) / (cfg.batch_size * self.world.size))
         except TypeError:  # a streamed data set: length unknown until the end of an epoch
             return None
 
@@ -285,7 +309,8 @@ class Trainer:
         cfg = self.config
         if cfg.steps is not None:
             return self.step >= cfg.steps
-        return self.position.epoch >= cfg.epochs
+        # Ranks reach an epoch's end at slightly different steps: stop together when one does.
+        return distributed.any_rank(self.position.epoch >= cfg.epochs, self.world, self.device)
 
     def write_samples(self) -> Path:
         self.net.eval()
@@ -299,7 +324,11 @@ class Trainer:
 
     def run(self, progress=None) -> Path:
         cfg = self.config
-        stream = BatchStream(self.source, cfg.batch_size, cfg.image_size, cfg.seed, self.position, cfg.workers)
+        stream = BatchStream(self.source, cfg.batch_size, cfg.image_size, cfg.seed, self.position, cfg.workers,
+                             rank=self.world.rank, world=self.world.size)
+        main = self.world.is_main
+        if not main:
+            progress = None
         autocast = autocast_for(self.device)
         stop = {"signal": None}
 
@@ -320,16 +349,16 @@ class Trainer:
                         if progress:
                             progress.warn(f"skipped unreadable {name}: {reason}")
                 x = batch.images.to(self.device, non_blocking=True).float().div_(255.0)
-                detached = train_step(self.net, self.objective, self.optimizer, x, autocast)
+                detached = train_step(self.model, self.objective, self.optimizer, x, autocast)
                 # Accumulate on the device; reading values forces a sync, so do it every log_every.
                 window = detached if window is None else {k: window[k] + detached[k] for k in window}
                 window_n += 1
                 self.step += 1
-                self.images_seen += x.shape[0]
+                self.images_seen += x.shape[0] * self.world.size
                 self.position = batch.position
 
                 if self.step % cfg.log_every == 0 or self._done():
-                    means = {k: float(v) / window_n for k, v in window.items()}
+                    means = {k: float(v) / window_n for k, v in distributed.all_mean(window, self.world).items()}
                     if not all(math.isfinite(v) for v in means.values()):
                         raise TrainingDiverged(
                             f"the loss became {means['total']} by step {self.step}; training stopped. "
@@ -340,15 +369,16 @@ class Trainer:
                     record = {"step": self.step, "images_seen": self.images_seen, "epoch": self.position.epoch,
                               **means, "images_per_s": rate}
                     self.history.append(record)
-                    with open(log_path, "a") as f:
-                        f.write(json.dumps(record) + "\n")
+                    if main:
+                        with open(log_path, "a") as f:
+                            f.write(json.dumps(record) + "\n")
                     if progress:
                         progress.update(self.step, record)
                     window, window_n, t0, imgs0 = None, 0, now, self.images_seen
 
-                if cfg.sample_every and self.step % cfg.sample_every == 0:
+                if main and cfg.sample_every and self.step % cfg.sample_every == 0:
                     self.write_samples()
-                if stop["signal"] is not None:
+                if distributed.any_rank(stop["signal"] is not None, self.world, self.device):
                     path = self.save_checkpoint()
                     raise Interrupted(f"interrupted at step {self.step}; checkpoint written to {path}; "
                                       f"continue with --resume {path}")
@@ -359,10 +389,12 @@ class Trainer:
                 signal.signal(s, h)
 
         self.save_checkpoint()
-        self.write_samples()
-        final = {k: v for k, v in self.history[-1].items() if k in ("content", "style", "tv", "total")} \
-            if self.history else None
         model_path = self.out / MODEL_NAME
-        save_model(model_path, self.net, self.objective.style_grams, self.metadata(final))
-        (self.out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+        if main:
+            self.write_samples()
+            final = {k: v for k, v in self.history[-1].items() if k in ("content", "style", "tv", "total")} \
+                if self.history else None
+            save_model(model_path, self.net, self.objective.style_grams, self.metadata(final))
+            (self.out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+        distributed.barrier(self.world)
         return model_path
