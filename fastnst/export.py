@@ -23,7 +23,7 @@ from torch import nn
 
 import fastnst
 from fastnst.errors import UserError
-from fastnst.images import file_mode
+from fastnst.files import atomic_path
 from fastnst.modelfile import load_model
 
 INPUT_NAME, OUTPUT_NAME = "image", "stylized"
@@ -116,10 +116,7 @@ def export(model_path: str | Path, out: str | Path | None = None, fp16: bool = F
     out.parent.mkdir(parents=True, exist_ok=True)
     module = _Float16Net(load_model(model_path)[0].eval()) if fp16 else net
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".onnx", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(out) as tmp:
         _onnx_export(module, tmp, opset)
         model = onnx.load(str(tmp))
         set_metadata(model, onnx_metadata(meta, precision))
@@ -128,10 +125,6 @@ def export(model_path: str | Path, out: str | Path | None = None, fp16: bool = F
         onnx.save(model, str(tmp))
         # fp16 is judged against the fp32 network: that is the quality a user gives up.
         diff = verify(tmp, net, FP16_TOLERANCE if fp16 else FP32_TOLERANCE)
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return {"path": out, "precision": precision, "max_abs_diff_255": diff * 255, "opset": opset,
             "size_bytes": out.stat().st_size, "verified_shapes": VERIFY_SHAPES}
 
@@ -188,33 +181,30 @@ def quantize_int8(fp32_onnx: str | Path, out: str | Path, calibration: str | Pat
 
     fd, pre = tempfile.mkstemp(suffix=".onnx", dir=out.parent)
     os.close(fd)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".onnx", dir=out.parent)
-    os.close(fd)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            quant_pre_process(str(fp32_onnx), pre, skip_symbolic_shape=True)
-            quantize_static(pre, tmp, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            op_types_to_quantize=["Conv"])
-        model = onnx.load(tmp)
-        props = {p.key: p.value for p in onnx.load(str(fp32_onnx)).metadata_props}
-        meta = json.loads(props["fastnst"])
-        meta["onnx_precision"] = "int8"
-        props.update({"fastnst": json.dumps(meta, sort_keys=True), "precision": "int8"})
-        set_metadata(model, props)
-        onnx.checker.check_model(model)
-        onnx.save(model, tmp)
-        s32 = ort.InferenceSession(str(fp32_onnx), providers=["CPUExecutionProvider"])
-        s8 = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"])
-        scores = [psnr(s8.run(None, {INPUT_NAME: x})[0], s32.run(None, {INPUT_NAME: x})[0]) for x in held_out]
-        quality = float(np.mean(scores))
-        if quality < INT8_MIN_PSNR:
-            raise ExportError(f"int8 model's output is {quality:.1f} dB PSNR from fp32's, under {INT8_MIN_PSNR} dB")
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")
+                quant_pre_process(str(fp32_onnx), pre, skip_symbolic_shape=True)
+                quantize_static(pre, str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                op_types_to_quantize=["Conv"])
+            model = onnx.load(str(tmp))
+            props = {p.key: p.value for p in onnx.load(str(fp32_onnx)).metadata_props}
+            meta = json.loads(props["fastnst"])
+            meta["onnx_precision"] = "int8"
+            props.update({"fastnst": json.dumps(meta, sort_keys=True), "precision": "int8"})
+            set_metadata(model, props)
+            onnx.checker.check_model(model)
+            onnx.save(model, str(tmp))
+            s32 = ort.InferenceSession(str(fp32_onnx), providers=["CPUExecutionProvider"])
+            s8 = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+            scores = [psnr(s8.run(None, {INPUT_NAME: x})[0], s32.run(None, {INPUT_NAME: x})[0]) for x in held_out]
+            quality = float(np.mean(scores))
+            if quality < INT8_MIN_PSNR:
+                raise ExportError(f"int8 model's output is {quality:.1f} dB PSNR from fp32's, "
+                                  f"under {INT8_MIN_PSNR} dB")
     finally:
         Path(pre).unlink(missing_ok=True)
-        Path(tmp).unlink(missing_ok=True)
     return {"path": out, "precision": "int8", "psnr_vs_fp32_db": quality, "calibration_images": len(calib),
             "size_bytes": out.stat().st_size}

@@ -6,8 +6,6 @@ EXIF orientation applied. Grayscale, palette, CMYK, 16-bit and float images are 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +13,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fastnst.errors import UserError
-
-def file_mode() -> int:
-    """The mode a new file gets from the umask (mkstemp's temporary files are 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
+from fastnst.files import atomic_path
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
@@ -108,14 +100,7 @@ def save_image_atomic(im: Image.Image, path: str | Path, **save_kwargs) -> None:
         raise UserError(f"{path}: unknown image extension {path.suffix!r}")
     if fmt == "JPEG" and im.mode not in ("RGB", "L"):
         im = im.convert("RGB")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if fmt == "JPEG":
-                save_kwargs.setdefault("quality", 95)
-            im.save(f, format=fmt, **save_kwargs)
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    if fmt == "JPEG":
+        save_kwargs.setdefault("quality", 95)
+    with atomic_path(path) as tmp:
+        im.save(tmp, format=fmt, **save_kwargs)

@@ -13,14 +13,13 @@ Weight sources:
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fastnst.errors import UserError
+from fastnst.files import sha256_file
 
 # Convolution widths per block ("M" closes a block with a pooling layer).
 VGG_CONFIGS = {
@@ -190,7 +189,7 @@ class VGGFeatures(nn.Module):
     def describe(self) -> dict:
         """What the metadata of a model records about its loss network."""
         return {"arch": self.arch, "weights": self.weights_source if self.weights_source in ("bundled", "torchvision")
-                else f"file sha256:{_sha256(Path(self.weights_source))}", "pooling": self.pooling,
+                else f"file sha256:{sha256_file(self.weights_source)}", "pooling": self.pooling,
                 "input_convention": self.convention}
 
     def forward(self, x: torch.Tensor, layers: list[str] | None = None) -> dict[str, torch.Tensor]:
@@ -207,13 +206,5 @@ class VGGFeatures(nn.Module):
                 if len(out) == len(wanted):
                     break
         return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 

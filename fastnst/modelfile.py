@@ -11,14 +11,12 @@ Metadata (safetensors header, key "fastnst"): a JSON object with at least
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from fastnst.errors import UserError
-from fastnst.images import file_mode
+from fastnst.files import atomic_path
 from fastnst.network import TransformerNet
 
 FORMAT = "fastnst-model-1"
@@ -32,16 +30,8 @@ def save_model(path: str | Path, net: TransformerNet, style_grams: dict[str, tor
     tensors.update({f"style_gram.{l}": g.detach().float().cpu().reshape(g.shape[-2:]).contiguous()
                     for l, g in style_grams.items()})
     meta = {"format": FORMAT, "network": net.config(), **metadata}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"fastnst": json.dumps(meta, sort_keys=True)})
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"fastnst": json.dumps(meta, sort_keys=True)})
 
 
 def read_metadata(path: str | Path) -> dict:

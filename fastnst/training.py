@@ -10,14 +10,12 @@ non-finite loss stops the run and leaves the last good checkpoint in place.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
 import random
 import signal
-import sys
-import tempfile
+
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +26,8 @@ import fastnst
 from fastnst import distributed
 from fastnst.data import BatchStream, Position, load_fixed_images, open_source
 from fastnst.errors import UserError
-from fastnst.images import file_mode, load_rgb, resize_long_side, save_image_atomic, to_pil, to_tensor
+from fastnst.files import atomic_path, sha256_file
+from fastnst.images import load_rgb, resize_long_side, save_image_atomic, to_pil, to_tensor
 from fastnst.losses import LossWeights, Objective, default_layer_weights
 from fastnst.lossnet import VGGFeatures
 from fastnst.modelfile import save_model
@@ -89,27 +88,13 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def atomic_torch_save(obj, path: Path) -> None:
     """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: str | Path) -> dict:

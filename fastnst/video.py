@@ -8,8 +8,6 @@ Outputs are written under a temporary name and renamed when complete.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -17,24 +15,12 @@ import numpy as np
 from PIL import Image, ImageSequence
 
 from fastnst.errors import UserError
-from fastnst.images import file_mode
+from fastnst.files import atomic_path
 from fastnst.inference import Stylizer, array_to_pil, fit_max_size, stylize_array
 
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif"}
 VIDEO_CODECS = {".mp4": "libx264", ".mov": "libx264", ".mkv": "libx264", ".webm": "libvpx-vp9", ".avi": "mpeg4"}
 FALLBACK_AUDIO = {".webm": "libopus", ".mkv": "aac", ".avi": "mp3"}
-
-
-def _temporary_beside(dst: Path) -> Path:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=dst.suffix, dir=dst.parent)
-    os.close(fd)
-    return Path(name)
-
-
-def _finish(tmp: Path, dst: Path) -> None:
-    os.chmod(tmp, file_mode())
-    os.replace(tmp, dst)
 
 
 def _open(src: Path):
@@ -75,78 +61,75 @@ def stylize_video(stylizer: Stylizer, src: Path, dst: Path, max_size: int | None
     if codec is None:
         raise UserError(f"{dst}: cannot write video with extension {dst.suffix!r}")
     inp = _open(src)
-    tmp = _temporary_beside(dst)
     written = 0
     try:
-        vin = inp.streams.video[0]
-        ain = inp.streams.audio[0] if inp.streams.audio else None
-        total = vin.frames or None
-        size = fit_max_size((vin.codec_context.width, vin.codec_context.height), max_size, even=True)
-        out = av.open(str(tmp), mode="w", format=None if dst.suffix.lower() != ".mkv" else "matroska")
-        rate = vin.average_rate or vin.guessed_rate or 24
-        vout = out.add_stream(codec, rate=rate)
-        vout.width, vout.height = size
-        vout.pix_fmt = "yuv420p"
-        vout.time_base = vin.time_base
-        if codec == "libx264":
-            vout.options = {"crf": "18", "preset": "medium"}
-        aout = _audio_stream(out, ain, dst) if ain is not None else None
+        with atomic_path(dst) as tmp:
+            vin = inp.streams.video[0]
+            ain = inp.streams.audio[0] if inp.streams.audio else None
+            total = vin.frames or None
+            size = fit_max_size((vin.codec_context.width, vin.codec_context.height), max_size, even=True)
+            out = av.open(str(tmp), mode="w", format=None if dst.suffix.lower() != ".mkv" else "matroska")
+            rate = vin.average_rate or vin.guessed_rate or 24
+            vout = out.add_stream(codec, rate=rate)
+            vout.width, vout.height = size
+            vout.pix_fmt = "yuv420p"
+            vout.time_base = vin.time_base
+            if codec == "libx264":
+                vout.options = {"crf": "18", "preset": "medium"}
+            aout = _audio_stream(out, ain, dst) if ain is not None else None
 
-        pending: list = []
+            pending: list = []
 
-        def flush():
-            nonlocal written
-            if not pending:
-                return
-            frames = np.stack([f.to_ndarray(format="rgb24", width=size[0], height=size[1]) for f in pending])
-            batch = frames.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
-            if tile or keep_color or strength < 1.0 or stylizer.batch_limit == 1:
-                result = np.stack([stylize_array(stylizer, im, tile, keep_color, strength) for im in batch])
-            else:
-                result = np.clip(stylizer(batch), 0, 1)
-            for f, img in zip(pending, result):
-                rgb = (img.transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8)
-                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                frame.pts, frame.time_base = f.pts, f.time_base
-                for packet in vout.encode(frame):
-                    out.mux(packet)
-            written += len(pending)
-            pending.clear()
-            if on_frames:
-                on_frames(written, total)
-
-        streams = [vin] + ([ain] if ain is not None else [])
-        for packet in inp.demux(*streams):
-            if packet.stream.type == "audio":
-                if aout is None or packet.dts is None:
-                    continue
-                if aout.get("remux"):
-                    packet.stream = aout["stream"]
-                    out.mux(packet)
+            def flush():
+                nonlocal written
+                if not pending:
+                    return
+                frames = np.stack([f.to_ndarray(format="rgb24", width=size[0], height=size[1]) for f in pending])
+                batch = frames.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
+                if tile or keep_color or strength < 1.0 or stylizer.batch_limit == 1:
+                    result = np.stack([stylize_array(stylizer, im, tile, keep_color, strength) for im in batch])
                 else:
-                    for af in packet.decode():
-                        for p in aout["stream"].encode(af):
-                            out.mux(p)
-                continue
-            for frame in packet.decode():
-                pending.append(frame)
-                if len(pending) >= stylizer.batch_limit:
-                    flush()
-        flush()
-        for packet in vout.encode(None):
-            out.mux(packet)
-        if aout is not None and not aout.get("remux"):
-            for p in aout["stream"].encode(None):
-                out.mux(p)
-        out.close()
-        inp.close()
-        _finish(tmp, dst)
+                    result = np.clip(stylizer(batch), 0, 1)
+                for f, img in zip(pending, result):
+                    rgb = (img.transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8)
+                    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                    frame.pts, frame.time_base = f.pts, f.time_base
+                    for packet in vout.encode(frame):
+                        out.mux(packet)
+                written += len(pending)
+                pending.clear()
+                if on_frames:
+                    on_frames(written, total)
+
+            streams = [vin] + ([ain] if ain is not None else [])
+            for packet in inp.demux(*streams):
+                if packet.stream.type == "audio":
+                    if aout is None or packet.dts is None:
+                        continue
+                    if aout.get("remux"):
+                        packet.stream = aout["stream"]
+                        out.mux(packet)
+                    else:
+                        for af in packet.decode():
+                            for p in aout["stream"].encode(af):
+                                out.mux(p)
+                    continue
+                for frame in packet.decode():
+                    pending.append(frame)
+                    if len(pending) >= stylizer.batch_limit:
+                        flush()
+            flush()
+            for packet in vout.encode(None):
+                out.mux(packet)
+            if aout is not None and not aout.get("remux"):
+                for p in aout["stream"].encode(None):
+                    out.mux(p)
+            out.close()
     except UserError:
         raise
     except Exception as e:
         raise UserError(f"{src}: video could not be processed ({e.__class__.__name__}: {e})") from None
     finally:
-        tmp.unlink(missing_ok=True)
         inp.close()
     return written
 
@@ -180,11 +163,7 @@ def stylize_gif(stylizer: Stylizer, src: Path, dst: Path, max_size: int | None, 
         out.append(array_to_pil(stylize_array(stylizer, a, tile, keep_color, strength)))
         if on_frames:
             on_frames(i + 1, len(frames))
-    tmp = _temporary_beside(dst)
-    try:
+    with atomic_path(dst) as tmp:
         out[0].save(tmp, format="GIF", save_all=True, append_images=out[1:], duration=durations,
                     loop=im.info.get("loop", 0), optimize=False)
-        _finish(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
     return len(out)

@@ -5,7 +5,7 @@ import sys
 
 import torch
 
-from conftest import ROOT
+
 from fastnst.modelfile import load_model
 from fastnst.training import load_checkpoint
 

@@ -1,5 +1,4 @@
 """`fastnst stylize` as a user meets it: files, folders, globs, videos, GIFs and bad input."""
-import os
 from fractions import Fraction
 
 import numpy as np
