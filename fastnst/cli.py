@@ -241,6 +241,128 @@ def stylize(
         raise typer.Exit(1)
 
 
+class Optim(str, Enum):
+    lbfgs = "lbfgs"
+    adam = "adam"
+
+
+class Pooling(str, Enum):
+    max = "max"
+    avg = "avg"
+
+
+@app.command(help="Gatys et al.'s optimizer: optimise one image's pixels against the same objective as training.")
+def optimize(
+    content: Path = typer.Option(..., help="Content image."),
+    style: Path = typer.Option(..., help="Style image."),
+    out: Path = typer.Option(..., help="Output image file."),
+    steps: int = typer.Option(300, min=1, max=100000, help="Iterations."),
+    optimizer: Optim = typer.Option(Optim.lbfgs, help="L-BFGS (Gatys) or Adam."),
+    init: str = typer.Option("content", help="Start from content, noise or an image FILE."),
+    size: int = typer.Option(512, min=16, max=8192, help="Long side of the content image."),
+    style_size: Optional[int] = typer.Option(None, min=16, max=8192, help="Long side of the style image "
+                                                                          "[default: --size]."),
+    pooling: Pooling = typer.Option(Pooling.max, help="The loss network's pooling (avg: Gatys's variant)."),
+    content_weight: float = typer.Option(1.0, min=0.0, help="Weight of the content loss."),
+    style_weight: float = typer.Option(1.0, min=0.0, help="Weight of the style loss."),
+    tv_weight: float = typer.Option(1.0, min=0.0, help="Weight of the total-variation loss."),
+    lr: Optional[float] = typer.Option(None, min=1e-6, max=10.0, help="Step size [default: 1 for L-BFGS, "
+                                                                      "0.02 for Adam]."),
+    preserve_color: bool = typer.Option(False, "--preserve-color", help="Keep the content's colours."),
+    snapshot_every: int = typer.Option(0, min=0, help="Also write OUT_NNNN.png every N iterations."),
+    device: Device = typer.Option(Device.auto, help="auto picks CUDA when available."),
+    seed: int = typer.Option(0, min=0, help="Random seed (noise init)."),
+):
+    from rich.console import Console
+
+    from fastnst.images import load_rgb, resize_long_side, save_image_atomic, to_pil, to_tensor
+    from fastnst.inference import array_to_pil, preserve_color as keep_colors
+    from fastnst.losses import LossWeights, Objective, default_layer_weights
+    from fastnst.lossnet import VGGFeatures
+    from fastnst.optimizer import gatys
+    from fastnst.training import resolve_device
+
+    if out.resolve() in (content.resolve(), style.resolve()):
+        raise UserError(f"{out}: --out would overwrite an input")
+    dev = resolve_device(device.value)
+    x = to_tensor(resize_long_side(load_rgb(content), size)).unsqueeze(0).to(dev)
+    s = to_tensor(resize_long_side(load_rgb(style), style_size or size)).unsqueeze(0)
+    if init in ("content", "noise"):
+        start = init
+    else:
+        start = to_tensor(load_rgb(init).resize((x.shape[3], x.shape[2]))).unsqueeze(0).to(dev)
+    c_layers, s_layers = default_layer_weights("vgg19")
+    objective = Objective(VGGFeatures("vgg19", "bundled", [*c_layers, *s_layers], pooling=pooling.value),
+                          LossWeights(content_weight, style_weight, tv_weight, c_layers, s_layers)).to(dev)
+    objective.set_style(s)
+    console = Console(stderr=True)
+
+    def on_step(i, rec):
+        if i % max(1, steps // 20) == 0 or i == steps:
+            console.print(f"iteration {i}/{steps}  J {rec['J']:.4g} (content {rec['content']:.3g} "
+                          f"style {rec['style']:.3g} tv {rec['tv']:.3g})  {rec['seconds']:.1f}s", highlight=False)
+
+    record = set(range(snapshot_every, steps + 1, snapshot_every)) if snapshot_every else set()
+    result = gatys(objective, x, steps, optimizer.value, start, seed, lr, record_at=record, on_step=on_step)
+
+    def finish(t):
+        if not preserve_color:
+            return to_pil(t)
+        return array_to_pil(keep_colors(t[0].cpu().numpy(), x[0].cpu().numpy()))
+
+    for i, snap in sorted(result.snapshots.items()):
+        if i != steps:
+            save_image_atomic(finish(snap), out.with_name(f"{out.stem}_{i:04d}{out.suffix}"))
+    save_image_atomic(finish(result.image), out)
+    last = result.history[-1]
+    print(f"wrote {out} ({steps} {optimizer.value} iterations, J {last['J']:.4g}, {last['seconds']:.1f}s)",
+          file=sys.stderr)
+
+
+@app.command(help="Compare a model with the Gatys optimizer on the same objective: J, matched iterations and "
+                  "speedups (Johnson 2016, Figure 5 and Table 1).")
+def compare(
+    contents: list[Path] = typer.Argument(..., metavar="CONTENT...", help="Content images."),
+    model: str = typer.Option(..., help="A shipped name, an .onnx file or a .safetensors model file."),
+    out: Path = typer.Option(..., help="Output folder for report.json, report.csv and the plots."),
+    style: Optional[Path] = typer.Option(None, help="Style image [default: the style Gram matrices in the "
+                                                    "model file]."),
+    sizes: str = typer.Option("256,512", help="Long sides to compare at."),
+    iterations: str = typer.Option("0,10,50,100,300,500", help="Optimizer iterations to record."),
+    runs: int = typer.Option(5, min=1, max=100, help="Timed runs of the network (median)."),
+    device: Device = typer.Option(Device.auto, help="auto picks CUDA when available."),
+):
+    from fastnst.compare import SPEEDUP_AT, compare as run_compare
+
+    def ints(text: str, name: str, low: int) -> tuple[int, ...]:
+        try:
+            values = tuple(int(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise UserError(f"--{name}: expected comma-separated whole numbers, got {text!r}") from None
+        if not values or min(values) < low:
+            raise UserError(f"--{name}: values must be at least {low}")
+        return values
+
+    size_list, iteration_list = ints(sizes, "sizes", 16), ints(iterations, "iterations", 0)
+    for c in contents:
+        if not c.is_file():
+            raise UserError(f"{c}: no such file")
+    print(f"{'content':<18}{'size':>6}{'J network':>12}" + "".join(f"{'J@' + str(i):>11}" for i in iteration_list)
+          + f"{'matched':>9}" + "".join(f"{'x' + str(n):>10}" for n in SPEEDUP_AT))
+
+    def on_row(r):
+        matched = r["first_iteration_at_or_below_network"]
+        print(f"{Path(r['content']).stem[:17]:<18}{r['size']:>6}{r['network_J']:>12.4g}"
+              + "".join(f"{r['optimizer_J'][str(i)]:>11.4g}" for i in iteration_list)
+              + f"{'>' + str(max(iteration_list)) if matched is None else matched:>9}"
+              + "".join(f"{r['speedup'][str(n)]:>10.0f}" if str(n) in r["speedup"] else f"{'-':>10}"
+                        for n in SPEEDUP_AT), flush=True)
+
+    report = run_compare(contents, model, out, style, size_list, iteration_list, device.value, runs, on_row)
+    print(f"{report['machine']}; network on {report['backend']}; wrote {out}/report.json, report.csv, "
+          f"loss_vs_iterations.png, grid.png", file=sys.stderr)
+
+
 @app.command(help="List the shipped models: name, style, licence and how each was trained.")
 def models():
     import json

@@ -73,7 +73,7 @@ def load_rgb(path: str | Path) -> Image.Image:
 def to_tensor(im: Image.Image) -> torch.Tensor:
     """PIL RGB image -> float tensor 3xHxW in [0, 1]."""
     a = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(a.copy()).permute(2, 0, 1).float().div_(255.0)
+    return torch.from_numpy(a.copy()).permute(2, 0, 1).contiguous().float().div_(255.0)
 
 
 def to_pil(t: torch.Tensor) -> Image.Image:

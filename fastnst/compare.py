@@ -1,0 +1,182 @@
+"""`fastnst compare`: a feed-forward model against the Gatys optimizer, on the one objective J.
+
+Johnson et al. 2016 compare the two by J (Figure 5: how many L-BFGS iterations the optimizer
+needs to reach the network's J) and by time (Table 1: the network's one pass against 100, 300
+and 500 iterations). This reproduces both on the user's images and hardware. Both sides are
+scored by the same `Objective`, rebuilt from the model's metadata and the style Gram matrices it
+carries (or from --style).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fastnst.errors import UserError
+from fastnst.files import atomic_path
+from fastnst.images import load_rgb, resize_long_side, to_pil, to_tensor
+from fastnst.inference import Stylizer
+from fastnst.losses import LossWeights, Objective
+from fastnst.lossnet import VGGFeatures
+from fastnst.optimizer import gatys
+
+SPEEDUP_AT = (100, 300, 500)
+
+
+def objective_for(stylizer: Stylizer, style: Path | None, device: torch.device) -> Objective:
+    """The objective a model was trained with: its loss network, layers, weights and style."""
+    meta = stylizer.metadata
+    loss, cfg = meta["loss"], meta["config"]
+    lossnet = VGGFeatures(cfg["loss_net"], cfg["vgg_weights"], [*loss["content_layers"], *loss["style_layers"]])
+    objective = Objective(lossnet, LossWeights(loss["content_weight"], loss["style_weight"], loss["tv_weight"],
+                                               loss["content_layers"], loss["style_layers"])).to(device)
+    if style is not None:
+        objective.set_style(to_tensor(resize_long_side(load_rgb(style), cfg["style_size"])).unsqueeze(0))
+        return objective
+    twin = stylizer.path.with_name(stylizer.path.name.split(".")[0] + ".safetensors")
+    if not twin.is_file():
+        raise UserError(f"{stylizer.path}: the style's Gram matrices are in its .safetensors model file, "
+                        f"not found beside it; give --style IMAGE")
+    from fastnst.modelfile import load_model
+
+    objective.set_style_grams(load_model(twin)[2])
+    return objective
+
+
+def time_network(stylizer: Stylizer, x: np.ndarray, runs: int = 5) -> tuple[np.ndarray, float]:
+    out = stylizer(x)  # warm-up
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        out = stylizer(x)
+        times.append(time.perf_counter() - t)
+    return out, statistics.median(times)
+
+
+def compare(contents: list[Path], model: str, out_dir: Path, style: Path | None = None,
+            sizes: tuple[int, ...] = (256, 512), iterations: tuple[int, ...] = (0, 10, 50, 100, 300, 500),
+            device: str = "auto", runs: int = 5, on_row=None) -> dict:
+    from fastnst.training import resolve_device
+
+    torch_device = resolve_device(device)
+    stylizer = Stylizer(model, device)
+    objective = objective_for(stylizer, style, torch_device)
+    iterations = tuple(sorted(set(iterations)))
+    rows, images = [], []
+    for content_path in contents:
+        photo = load_rgb(content_path)
+        for size in sizes:
+            content = to_tensor(resize_long_side(photo, size)).unsqueeze(0)
+            net_out, net_seconds = time_network(stylizer, content.numpy(), runs)
+            net_out = torch.from_numpy(net_out).to(torch_device)
+            with torch.no_grad():
+                net_terms = objective(net_out, content.to(torch_device))
+            result = gatys(objective, content.to(torch_device), max(iterations), "lbfgs", "content",
+                           record_at=set(iterations), record_all=True)
+            opt = {h["iteration"]: h for h in result.history}
+            j_net = float(net_terms["total"])
+            # Figure 5's number: the first iteration (any, not only the recorded ones) at or below J_net
+            matched = next((h["iteration"] for h in result.history if h["J"] <= j_net), None)
+            row = {
+                "content": str(content_path), "size": size, "height": content.shape[2], "width": content.shape[3],
+                "network_J": j_net, "network_seconds": net_seconds,
+                "network_terms": {k: float(v) for k, v in net_terms.items() if k != "total"},
+                "optimizer_J": {str(i): opt[i]["J"] for i in iterations},
+                "optimizer_seconds": {str(i): opt[i]["seconds"] for i in iterations},
+                "first_iteration_at_or_below_network": matched,
+                "optimizer_J_every_iteration": [h["J"] for h in result.history],
+                "speedup": {str(n): opt[n]["seconds"] / net_seconds for n in SPEEDUP_AT if n in opt},
+            }
+            rows.append(row)
+            images.append((content, net_out.cpu(), {i: result.snapshots[i].cpu() for i in iterations}))
+            if on_row:
+                on_row(row)
+    report = {"model": str(stylizer.path), "backend": stylizer.backend, "style": stylizer.name,
+              "device": str(torch_device), "machine": _machine(torch_device), "iterations": list(iterations),
+              "optimizer": "lbfgs (torch, strong Wolfe line search, history 50), init content",
+              "network_timing": f"median of {runs} runs after a warm-up", "rows": rows}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(report, out_dir / "report.json")
+    _write_csv(rows, iterations, out_dir / "report.csv")
+    _plot(rows, iterations, out_dir / "loss_vs_iterations.png")
+    _grid(images, objective, iterations, out_dir / "grid.png")
+    return report
+
+
+def _machine(device: torch.device) -> str:
+    import platform
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import os
+
+    return f"CPU {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+
+
+def _write_json(report: dict, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _write_csv(rows: list[dict], iterations, path: Path) -> None:
+    header = ["content", "size", "network_J", "network_seconds", "first_iteration_at_or_below_network"] + \
+             [f"optimizer_J_{i}" for i in iterations] + [f"optimizer_seconds_{i}" for i in iterations] + \
+             [f"speedup_over_{n}" for n in SPEEDUP_AT]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for r in rows:
+            w.writerow([r["content"], r["size"], r["network_J"], r["network_seconds"],
+                        r["first_iteration_at_or_below_network"]] +
+                       [r["optimizer_J"][str(i)] for i in iterations] +
+                       [r["optimizer_seconds"][str(i)] for i in iterations] +
+                       [r["speedup"].get(str(n), "") for n in SPEEDUP_AT])
+
+
+def _plot(rows: list[dict], iterations, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for k, r in enumerate(rows):
+        color = f"C{k % 10}"
+        label = f"{Path(r['content']).stem} {r['size']}px"
+        ax.plot(range(len(r["optimizer_J_every_iteration"])), r["optimizer_J_every_iteration"], "-", color=color,
+                label=f"optimizer, {label}")
+        ax.axhline(r["network_J"], color=color, linestyle="--", label=f"network, {label}")
+    ax.set_xlabel("L-BFGS iterations")
+    ax.set_ylabel("objective J")
+    ax.set_yscale("log")
+    ax.set_title("Gatys optimizer against the feed-forward network")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def _grid(images, objective, iterations, path: Path, cell: int = 160) -> None:
+    """Rows: one per image and size. Columns: content, network output, optimizer at each iteration."""
+    def thumb(t: torch.Tensor) -> Image.Image:
+        im = to_pil(t)
+        return im.resize((max(1, round(im.width * cell / im.height)), cell), Image.LANCZOS)
+
+    rows = [[thumb(c), thumb(n)] + [thumb(snaps[i]) for i in iterations] for c, n, snaps in images]
+    widths = [max(r[k].width for r in rows) for k in range(len(rows[0]))]
+    grid = Image.new("RGB", (sum(widths), cell * len(rows)), "white")
+    for y, r in enumerate(rows):
+        x = 0
+        for k, im in enumerate(r):
+            grid.paste(im, (x, y * cell))
+            x += widths[k]
+    with atomic_path(path) as tmp:
+        grid.save(tmp, format="PNG")

@@ -1,0 +1,89 @@
+"""The Gatys optimizer and `fastnst compare`, on the one objective."""
+import csv
+import json
+
+import pytest
+import torch
+
+from fastnst.images import load_rgb, resize_long_side, to_tensor
+from fastnst.losses import LossWeights, Objective, default_layer_weights
+from fastnst.lossnet import VGGFeatures
+from fastnst.optimizer import gatys
+from test_cli import _one_line_error, fastnst
+
+
+@pytest.fixture(scope="module")
+def small_objective(shared_data):
+    c, s = default_layer_weights("vgg19")
+    obj = Objective(VGGFeatures("vgg19", "bundled", [*c, *s]), LossWeights(1, 1, 1, c, s))
+    obj.set_style(to_tensor(resize_long_side(load_rgb(shared_data / "styles" / "starry_night.jpg"), 64))[None])
+    content = to_tensor(resize_long_side(load_rgb(shared_data / "content" / "chicago.jpg"), 64))[None]
+    return obj, content
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "adam"])
+def test_optimizer_lowers_j(small_objective, method):
+    obj, content = small_objective
+    result = gatys(obj, content, 8, method, "content", record_at={0, 8})
+    j = {h["iteration"]: h["J"] for h in result.history}
+    assert j[8] < 0.7 * j[0], j
+    assert result.image.min() >= 0 and result.image.max() <= 1
+
+
+def test_optimizer_is_deterministic_with_a_seed(small_objective):
+    obj, content = small_objective
+    a = gatys(obj, content, 3, "adam", "noise", seed=4).image
+    b = gatys(obj, content, 3, "adam", "noise", seed=4).image
+    assert torch.equal(a, b)
+
+
+def test_one_objective_for_training_optimizer_and_compare(small_objective):
+    """Training's Objective.forward and the optimizer's forward_with_targets are one function."""
+    obj, content = small_objective
+    y = torch.rand_like(content)
+    torch.testing.assert_close(obj(y, content)["total"],
+                               obj.forward_with_targets(y, obj.content_targets(content))["total"])
+
+
+def test_optimize_cli_writes_image_and_snapshots(shared_data, tmp_path):
+    r = fastnst("optimize", "--content", shared_data / "content" / "chicago.jpg", "--style",
+                shared_data / "styles" / "wave.jpg", "--out", tmp_path / "o.png", "--steps", "4", "--size", "48",
+                "--snapshot-every", "2", "--pooling", "avg", "--preserve-color", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.png", "o_0002.png"]
+    for args, expected in [(["--content", tmp_path / "none.jpg"], "none.jpg: no such file"),
+                           (["--content", shared_data / "content" / "chicago.jpg", "--steps", "0"], "--steps")]:
+        line = _one_line_error(fastnst("optimize", "--style", shared_data / "styles" / "wave.jpg", "--out",
+                                       tmp_path / "x.png", *args))
+        assert expected in line
+
+
+def test_compare_writes_consistent_reports(tiny_model, shared_data, tmp_path):
+    contents = [shared_data / "content" / "chicago.jpg", shared_data / "content" / "amber.jpg"]
+    r = fastnst("compare", *contents, "--model", tiny_model, "--out", tmp_path / "c", "--sizes", "48",
+                "--iterations", "0,2,4", "--runs", "2", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "c" / "report.json").read_text())
+    rows = list(csv.DictReader(open(tmp_path / "c" / "report.csv")))
+    assert len(report["rows"]) == len(rows) == 2
+    for row, line in zip(report["rows"], rows):
+        assert float(line["network_J"]) == pytest.approx(row["network_J"])
+        js = [row["optimizer_J"][k] for k in ("0", "2", "4")]
+        assert js[2] < js[0]
+        every = row["optimizer_J_every_iteration"]
+        assert len(every) == 5 and every[0] == js[0] and every[2] == js[1] and every[4] == js[2]
+        matched = row["first_iteration_at_or_below_network"]
+        expected = next((i for i, j in enumerate(every) if j <= row["network_J"]), None)
+        assert matched == expected
+        assert float(line["optimizer_J_4"]) == pytest.approx(js[2])
+    assert (tmp_path / "c" / "loss_vs_iterations.png").stat().st_size > 1000
+    assert (tmp_path / "c" / "grid.png").stat().st_size > 1000
+    assert "chicago" in r.stdout  # the summary table
+
+
+def test_compare_bad_input(tiny_model, tmp_path):
+    line = _one_line_error(fastnst("compare", tmp_path / "nope.jpg", "--model", tiny_model, "--out", tmp_path))
+    assert "nope.jpg: no such file" in line
+    line = _one_line_error(fastnst("compare", tmp_path, "--model", tiny_model, "--out", tmp_path,
+                                   "--sizes", "a,b"))
+    assert "--sizes" in line
