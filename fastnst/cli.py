@@ -37,6 +37,16 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class Optim(str, Enum):
+    lbfgs = "lbfgs"
+    adam = "adam"
+
+
+class Pooling(str, Enum):
+    max = "max"
+    avg = "avg"
+
+
 @app.callback()
 def _root() -> None:
     """Fast neural style transfer: train feed-forward style networks, export them to ONNX, stylize
@@ -239,16 +249,6 @@ def stylize(
           file=sys.stderr)
     if failed:
         raise typer.Exit(1)
-
-
-class Optim(str, Enum):
-    lbfgs = "lbfgs"
-    adam = "adam"
-
-
-class Pooling(str, Enum):
-    max = "max"
-    avg = "avg"
 
 
 @app.command(help="Gatys et al.'s optimizer: optimise one image's pixels against the same objective as training.")
