@@ -369,7 +369,7 @@ def models():
 
     import onnx
 
-    from fastnst.inference import WEIGHTS_DIR, shipped_models
+    from fastnst.inference import WEIGHTS_DIR, model_sibling, shipped_models
 
     names = shipped_models()
     if not names:
@@ -379,7 +379,7 @@ def models():
     for name, path in names.items():
         props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
         meta = json.loads(props.get("fastnst", "{}"))
-        card = path.with_name(name.split(".")[0] + ".md")
+        card = model_sibling(path, ".md")
         licence = ""
         if card.exists():
             for line in card.read_text().splitlines():

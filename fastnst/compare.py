@@ -22,7 +22,7 @@ from PIL import Image
 from fastnst.errors import UserError
 from fastnst.files import atomic_path
 from fastnst.images import load_rgb, resize_long_side, to_pil, to_tensor
-from fastnst.inference import Stylizer
+from fastnst.inference import Stylizer, model_sibling
 from fastnst.losses import LossWeights, Objective
 from fastnst.lossnet import VGGFeatures
 from fastnst.optimizer import gatys
@@ -40,7 +40,7 @@ def objective_for(stylizer: Stylizer, style: Path | None, device: torch.device) 
     if style is not None:
         objective.set_style(to_tensor(resize_long_side(load_rgb(style), cfg["style_size"])).unsqueeze(0))
         return objective
-    twin = stylizer.path.with_name(stylizer.path.name.split(".")[0] + ".safetensors")
+    twin = model_sibling(stylizer.path, ".safetensors")
     if not twin.is_file():
         raise UserError(f"{stylizer.path}: the style's Gram matrices are in its .safetensors model file, "
                         f"not found beside it; give --style IMAGE")

@@ -10,6 +10,7 @@ odd), and only then renames it into place: a failed export leaves nothing behind
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import os
@@ -114,7 +115,7 @@ def export(model_path: str | Path, out: str | Path | None = None, fp16: bool = F
     if out.resolve() == model_path.resolve():
         raise UserError(f"{out}: refusing to overwrite the input model")
     out.parent.mkdir(parents=True, exist_ok=True)
-    module = _Float16Net(load_model(model_path)[0].eval()) if fp16 else net
+    module = _Float16Net(copy.deepcopy(net)) if fp16 else net  # net itself stays fp32: the reference
 
     with atomic_path(out) as tmp:
         _onnx_export(module, tmp, opset)

@@ -2,8 +2,8 @@
 
 `Stylizer` resolves a model (a shipped name, an .onnx file or a .safetensors model file) and maps
 float32 NCHW RGB batches in [0, 1] to stylized batches of the same shape. `stylize_image` adds
-what a user asks of one image: --max-size, --tile (overlapping tiles with feathered blending, so
-memory is bounded by the tile size), --preserve-color and --strength, with alpha kept.
+what a user asks of one image: --max-size, --tile (memory bounded by the tile size; seamless
+with a PyTorch model, see fastnst.tiling), --preserve-color and --strength, with alpha kept.
 """
 
 from __future__ import annotations
@@ -25,6 +25,11 @@ def shipped_models() -> dict[str, Path]:
     if not WEIGHTS_DIR.is_dir():
         return {}
     return {p.name[: -len(".onnx")]: p for p in sorted(WEIGHTS_DIR.glob("*.onnx"))}
+
+
+def model_sibling(path: Path, suffix: str) -> Path:
+    """A file shipped beside a model: weights/NAME.int8.onnx -> weights/NAME.safetensors, NAME.md."""
+    return path.with_name(path.name.split(".")[0] + suffix)
 
 
 def resolve_model(model: str) -> Path:
@@ -65,7 +70,7 @@ class Stylizer:
         self.path = resolve_model(model)
         self.device = device
         if tiling and self.path.suffix == ".onnx":
-            twin = self.path.with_name(self.path.name.split(".")[0] + ".safetensors")
+            twin = model_sibling(self.path, ".safetensors")
             if twin.is_file():
                 self.path = twin
         if self.path.suffix == ".onnx":
@@ -132,9 +137,7 @@ def _ramp(n: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
 def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     if size <= tile:
         return [0]
-    step = tile - overlap
-    starts = list(range(0, size - tile, step)) + [size - tile]
-    return starts
+    return list(range(0, size - tile, tile - overlap)) + [size - tile]
 
 
 def stylize_tiled(stylizer: Stylizer, image: np.ndarray, tile: int) -> np.ndarray:

@@ -15,7 +15,6 @@ import math
 import os
 import random
 import signal
-
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,8 +149,9 @@ class Trainer:
         self.out = Path(cfg.out or Path("runs") / Path(cfg.style).stem)
         if ckpt is None:
             self._refuse_to_overwrite()
-        self.world = distributed.init(resolve_device(cfg.device).type)
-        self.device = distributed.device_for(self.world, resolve_device(cfg.device))
+        device = resolve_device(cfg.device)
+        self.world = distributed.init(device.type)
+        self.device = distributed.device_for(self.world, device)
 
         # Everything random below is seeded, so a fresh run is reproducible from its config.
         random.seed(cfg.seed)
