@@ -1,19 +1,26 @@
-"""Training throughput: fastnst's training step against a plain fp32 eager loop, in one run.
+"""Training throughput: fastnst's training loop against a plain fp32 eager loop, in one run.
 
-The plain loop is the textbook one (the PyTorch fast_neural_style example's shape): fp32, the
-output and the content image each through the whole loss network, the loss read every step.
-fastnst's step is the one the trainer runs (`fastnst.training.train_step`): the content image
-only as deep as the content layer, no loss read, bf16 autocast with fp32 Gram matrices on CUDA. Both train the same network on the same real photos with the same
-objective. Also reported: the data pipeline's own images/s, to show it keeps up.
+The plain loop is the textbook one (the PyTorch fast_neural_style example's shape): images decoded
+and cropped on the CPU by worker threads, copied to the device, fp32, output and content each
+through the whole loss network, the loss read every step. fastnst's loop is the trainer's:
+`fastnst.training.make_train_step` with, on CUDA, images decoded once and cropped on the GPU,
+bf16 autocast (Gram matrices fp32), channels-last, fused Adam, one loss-network forward for output
+and content, torch.compile, no host synchronisation. Both train the same network on the same real
+photos against the same objective.
 
-    python benchmarks/train_speed.py [--batch-size 4] [--image-size 256] [--steps 10] [--device auto]
+Also printed: the FLOPs of one optimised step (counted by torch's FlopCounterMode on the eager
+step), the rate the step achieves, and its fraction of the device's measured bf16 matrix-multiply
+rate; the time 160,000 images (Johnson 2016's budget) take at the measured rate. With --ablate,
+every change is measured on its own, added one at a time.
+
+    python benchmarks/train_speed.py [--batch-sizes 4,16] [--image-size 256] [--steps 30] [--ablate]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -23,14 +30,28 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fastnst.data import BatchStream, FolderSource  # noqa: E402
+from fastnst.data import (BatchStream, DeviceBatchStream, FolderSource, PackedImages,  # noqa: E402
+                          pack_size_for)
 from fastnst.images import load_rgb, resize_long_side, to_tensor  # noqa: E402
 from fastnst.losses import LossWeights, Objective, default_layer_weights  # noqa: E402
 from fastnst.lossnet import VGGFeatures  # noqa: E402
 from fastnst.network import TransformerNet  # noqa: E402
-from fastnst.training import autocast_for, resolve_device, train_step  # noqa: E402
+from fastnst.training import make_train_step, resolve_device, use_gpu_speedups  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
+FULL_RUN_IMAGES = 160_000
+
+# Cumulative: each variant adds one change to the one before. The last is fastnst's default.
+VARIANTS = [
+    ("plain fp32 eager", dict()),
+    ("+ data on the device", dict(device_data=True)),
+    ("+ fastnst step (content to relu2_2, no loss read)", dict(device_data=True, fastnst_step=True)),
+    ("+ bf16 autocast", dict(device_data=True, fastnst_step=True, bf16=True)),
+    ("+ channels-last, batched VGG, fused Adam, cuDNN autotune",
+     dict(device_data=True, fastnst_step=True, bf16=True, gpu_speedups=True)),
+    ("+ torch.compile (fastnst default)",
+     dict(device_data=True, fastnst_step=True, bf16=True, gpu_speedups=True, compile=True)),
+]
 
 
 def plain_step(net, objective, optimizer, x):
@@ -50,66 +71,134 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def time_loop(step, batches, device, warmup, steps):
-    for i in range(warmup):
-        step(batches[i % len(batches)])
+def measure(step, next_batch, device, warmup: int, steps: int) -> float:
+    """Seconds per step (data included), from the time of `steps` steps after `warmup`."""
+    for _ in range(warmup):
+        step(next_batch())
     sync(device)
-    times = []
-    for i in range(steps):
+    t = time.perf_counter()
+    for _ in range(steps):
+        step(next_batch())
+    sync(device)
+    return (time.perf_counter() - t) / steps
+
+
+def matmul_rate(device) -> float | None:
+    """Measured bf16 matrix-multiply FLOP/s (8192^3, mean of 10 after 3 warm-ups), CUDA only."""
+    if device.type != "cuda":
+        return None
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    sync(device)
+    return 10 * 2 * 8192**3 / (time.perf_counter() - t)
+
+
+def step_flops(objective, batch_size, image_size, device) -> int:
+    """FLOPs of one training step (forward and backward of network, loss network and losses)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = TransformerNet().to(device)
+    x = torch.rand(batch_size, 3, image_size, image_size, device=device)
+    with FlopCounterMode(display=False) as counter:
+        objective(net(x), x)["total"].backward()
+    return counter.get_total_flops()
+
+
+class Bench:
+    def __init__(self, args, device):
+        self.args, self.device = args, device
+        c, s = default_layer_weights("vgg19")
+        self.objective = Objective(VGGFeatures("vgg19", "bundled", [*c, *s]), LossWeights(1, 1, 1, c, s)).to(device)
+        self.objective.set_style(to_tensor(resize_long_side(load_rgb(args.style), 512)).unsqueeze(0))
+        self.source = FolderSource(args.data)
         t = time.perf_counter()
-        step(batches[i % len(batches)])
-        sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        self.packed = PackedImages.decode(self.source, pack_size_for(args.image_size), device)
+        self.decode_s = time.perf_counter() - t
+
+    def run(self, batch_size: int, opts: dict) -> float:
+        args, device = self.args, self.device
+        torch._dynamo.reset()
+        torch.manual_seed(0)
+        objective = copy.deepcopy(self.objective)
+        net = TransformerNet().to(device).train()
+        fused = opts.get("gpu_speedups", False) and device.type == "cuda"
+        if opts.get("gpu_speedups"):
+            use_gpu_speedups(device, net, objective)
+        opt = torch.optim.Adam(net.parameters(), 1e-3, fused=fused)
+        if opts.get("fastnst_step"):
+            cpu = torch.device("cpu")  # make_train_step uses bf16 autocast on CUDA only
+            step = make_train_step(net, objective, opt, device if opts.get("bf16") else cpu,
+                                   compile=opts.get("compile", False))
+        else:
+            step = lambda x: plain_step(net, objective, opt, x)  # noqa: E731
+        if opts.get("device_data"):
+            batches = iter(DeviceBatchStream(self.packed, batch_size, args.image_size, seed=0))
+            next_batch = lambda: next(batches).images  # noqa: E731
+        else:
+            cpu_batches = iter(BatchStream(self.source, batch_size, args.image_size, seed=0, workers=4))
+            next_batch = lambda: next(cpu_batches).images.to(device, non_blocking=True).float().div_(255)  # noqa: E731
+        warmup = args.warmup + (args.compile_warmup if opts.get("compile") else 0)
+        return measure(step, next_batch, device, warmup, args.steps)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--batch-sizes", default="4,16")
     ap.add_argument("--image-size", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--compile-warmup", type=int, default=5, help="extra warm-up steps when compiling")
+    ap.add_argument("--ablate", action="store_true", help="measure every change on its own")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--data", default=str(DATA / "coco"))
     ap.add_argument("--style", default=str(DATA / "styles" / "starry_night.jpg"))
     args = ap.parse_args()
 
     device = resolve_device(args.device)
-    src = FolderSource(args.data)
-    stream = iter(BatchStream(src, args.batch_size, args.image_size, seed=0, workers=4))
-    t = time.perf_counter()
-    batches = [next(stream).images for _ in range(4)]
-    data_rate = 4 * args.batch_size / (time.perf_counter() - t)
-    batches = [b.to(device).float().div(255) for b in batches]
-
-    c, s = default_layer_weights("vgg19")
-    lossnet = VGGFeatures("vgg19", "bundled", [*c, *s])
-    objective = Objective(lossnet, LossWeights(1, 1, 1, c, s)).to(device)
-    objective.set_style(to_tensor(resize_long_side(load_rgb(args.style), 512)).unsqueeze(0))
-
-    results = {}
-    for name in ("plain fp32 eager", "fastnst"):
-        torch.manual_seed(0)
-        net = TransformerNet().to(device).train()
-        opt = torch.optim.Adam(net.parameters(), 1e-3)
-        if name == "fastnst":
-            autocast = autocast_for(device)
-            step = lambda x: train_step(net, objective, opt, x, autocast)  # noqa: E731
-        else:
-            step = lambda x: plain_step(net, objective, opt, x)  # noqa: E731
-        results[name] = time_loop(step, batches, device, args.warmup, args.steps)
+    bench = Bench(args, device)
+    variants = VARIANTS if args.ablate else [VARIANTS[0], VARIANTS[-1]]
+    if device.type != "cuda":  # compiling on the CPU is not what the trainer does there
+        variants = [v for v in variants if not v[1].get("compile")] if args.ablate else \
+            [VARIANTS[0], ("fastnst (CPU default)", dict(device_data=True, fastnst_step=True))]
+    sizes = [int(b) for b in args.batch_sizes.split(",")]
 
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    print(f"train_speed: device {dev}, torch {torch.__version__}, batch {args.batch_size}, "
-          f"{args.image_size}x{args.image_size}, VGG19 to relu5_1, median of {args.steps} steps "
-          f"after {args.warmup} warm-up")
-    print(f"{'loop':<20}{'s/step':>10}{'images/s':>12}")
-    for name, sec in results.items():
-        print(f"{name:<20}{sec:>10.3f}{args.batch_size / sec:>12.2f}")
-    ratio = results["plain fp32 eager"] / results["fastnst"]
-    print(f"ratio fastnst / plain: {ratio:.2f}x images/s")
-    print(f"data pipeline alone: {data_rate:.1f} images/s (decode + crop, {args.image_size}px, 4 threads)")
+    rate = matmul_rate(device)
+    print(f"train_speed: device {dev}, torch {torch.__version__}, {args.image_size}x{args.image_size} crops, "
+          f"Johnson network, VGG19 to relu5_1, {args.steps} timed steps after warm-up, data included")
+    print(f"data: {bench.source.description}, decoded once to {device} in {bench.decode_s:.1f} s")
+    if rate:
+        print(f"measured bf16 matrix multiply (8192^3): {rate / 1e12:.0f} TFLOP/s")
+    results = {}
+    for b in sizes:
+        objective = _batched(bench.objective) if device.type == "cuda" else bench.objective
+        flops = step_flops(objective, b, args.image_size, device)
+        print(f"\nbatch {b}: {flops / b / 1e9:.1f} GFLOP per image per step (forward + backward)")
+        print(f"  {'loop':<58}{'s/step':>9}{'images/s':>10}{'vs plain':>10}{'TFLOP/s':>9}{'of bf16 mm':>11}")
+        for name, opts in variants:
+            sec = bench.run(b, opts)
+            results[(b, name)] = sec
+            base = results[(b, variants[0][0])]
+            util = f"{flops / sec / rate:>10.1%}" if rate else f"{'n/a':>10}"
+            print(f"  {name:<58}{sec:>9.4f}{b / sec:>10.1f}{base / sec:>9.2f}x"
+                  f"{flops / sec / 1e12:>9.1f} {util}", flush=True)
+        best = results[(b, variants[-1][0])]
+        print(f"  ratio {variants[-1][0]} / plain: {results[(b, variants[0][0])] / best:.2f}x images/s; "
+              f"{FULL_RUN_IMAGES:,} images would take {FULL_RUN_IMAGES / (b / best) / 60:.1f} min at this rate")
+
+
+def _batched(objective):
+    """The objective as the optimised step runs it (output and content in one forward)."""
+    o = copy.deepcopy(objective)
+    o.batched_content = True
+    return o
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The command line: `fastnst train | export | stylize | optimize | compare | models`.
+"""The command line: `fastnst train | pack | export | stylize | optimize | compare | models | gallery`.
 
 A user's mistake (UserError, or a bad option caught by the parser) is printed as one line,
 `fastnst: error: ...`, with exit status 2, never a traceback.
@@ -79,7 +79,9 @@ class TrainProgress:
         self.progress.__exit__(*exc)
 
     def update(self, step: int, r: dict) -> None:
-        text = (f"J {r['total']:.4g} (content {r['content']:.3g} style {r['style']:.3g} tv {r['tv']:.3g}) "
+        teacher = f" teacher {r['teacher']:.3g}" if "teacher" in r else ""
+        j = r["total"] - r.get("teacher", 0.0)  # J is the objective; the teacher term is extra
+        text = (f"J {j:.4g} (content {r['content']:.3g} style {r['style']:.3g} tv {r['tv']:.3g}{teacher}) "
                 f"{r['images_per_s']:.1f} img/s")
         self.progress.update(self.task, completed=step, losses=text)
         if not self.live and (step - self.last_line >= 100 or step == self.total):
@@ -96,7 +98,8 @@ def train(
     ctx: typer.Context,
     style: Optional[Path] = typer.Option(None, help="Style image (required unless --resume)."),
     data: str = typer.Option("hf:detection-datasets/coco:train",
-                             help="Training images: a folder (searched recursively) or hf:NAME[:SPLIT]."),
+                             help="Training images: a folder (searched recursively), hf:NAME[:SPLIT], or a "
+                                  "pack file from `fastnst pack` (kept on the GPU; on CUDA a folder is too)."),
     out: Optional[Path] = typer.Option(None, help="Output folder [default: runs/<style name>]."),
     steps: Optional[int] = typer.Option(None, min=1, help="Training steps [default: 40000 unless --epochs]."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Passes over the data (instead of --steps)."),
@@ -124,6 +127,11 @@ def train(
     workers: int = typer.Option(4, min=1, max=64, help="Threads decoding training images."),
     resume: Optional[Path] = typer.Option(None, help="Continue the run of this checkpoint exactly."),
     seed: int = typer.Option(0, min=0, help="Random seed."),
+    compile: bool = typer.Option(True, "--compile/--no-compile",
+                                 help="torch.compile the training step on CUDA (about a minute to start)."),
+    teacher: Optional[Path] = typer.Option(None, help="A teacher folder (`fastnst optimize --content DIR --out "
+                                                      "TEACHER`): also pull outputs towards its targets."),
+    teacher_weight: float = typer.Option(0.0, min=0.0, help="Weight of the teacher's pixel MSE loss."),
 ):
     from fastnst.losses import parse_layer_weights
     from fastnst.training import Trainer, TrainConfig
@@ -139,7 +147,8 @@ def train(
                   style_layers=parse_layer_weights(style_layers) if style_layers else {},
                   lr=lr, loss_net=loss_net.value, vgg_weights=vgg_weights, width=width, blocks=blocks,
                   device=device.value, checkpoint_every=checkpoint_every, sample_every=sample_every,
-                  log_every=log_every, workers=workers, seed=seed)
+                  log_every=log_every, workers=workers, seed=seed, compile=compile,
+                  teacher=str(teacher) if teacher else "", teacher_weight=teacher_weight)
     if steps is not None and epochs is not None:
         raise UserError("give --steps or --epochs, not both")
     if resume is not None:
@@ -169,6 +178,34 @@ def train(
     final = trainer.history[-1] if trainer.history else {}
     print(f"wrote {model} (step {trainer.step}, final J {final.get('total', float('nan')):.4g}); "
           f"samples in {trainer.out / 'samples'}", file=sys.stderr)
+
+
+@app.command(help="Decode a folder or Hugging Face data set once into a pack file of uint8 centre squares, "
+                  "which `fastnst train --data FILE` keeps on the GPU: no decoding while training, and "
+                  "one file to copy to a GPU machine.")
+def pack(
+    data: str = typer.Argument(..., help="A folder of images (searched recursively) or hf:NAME[:SPLIT]."),
+    out: Path = typer.Option(..., help="The pack file to write (safetensors)."),
+    size: int = typer.Option(320, min=16, max=4096,
+                             help="Side of the stored squares: 1.25 x the training --image-size keeps "
+                                  "random crops at full resolution."),
+    workers: int = typer.Option(8, min=1, max=64, help="Threads decoding images."),
+):
+    from fastnst.data import open_source, write_pack
+
+    if out.exists():
+        raise UserError(f"{out} exists: choose another --out or delete it first")
+    source = open_source(data)
+    print(f"packing {source.description} at {size}x{size}", file=sys.stderr)
+
+    def progress(good: int, bad: int) -> None:
+        if (good + bad) % 1000 == 0:
+            print(f"  {good} images packed, {bad} unreadable", file=sys.stderr)
+
+    meta = write_pack(source, out, size, workers, progress)
+    gib = out.stat().st_size / 2**30
+    print(f"wrote {out}: {meta['count']} images of {size}x{size} ({gib:.2f} GiB), "
+          f"{len(meta['bad'])} unreadable skipped", file=sys.stderr)
 
 
 @app.command(help="Export a trained model file to ONNX (dynamic batch, height and width), verified with "
@@ -253,9 +290,10 @@ def stylize(
 
 @app.command(help="Gatys et al.'s optimizer: optimise one image's pixels against the same objective as training.")
 def optimize(
-    content: Path = typer.Option(..., help="Content image."),
+    content: Path = typer.Option(..., help="Content image, or a folder of them to make a teacher for "
+                                           "`fastnst train --teacher`."),
     style: Path = typer.Option(..., help="Style image."),
-    out: Path = typer.Option(..., help="Output image file."),
+    out: Path = typer.Option(..., help="Output image file (a folder when --content is one)."),
     steps: int = typer.Option(300, min=1, max=100000, help="Iterations."),
     optimizer: Optim = typer.Option(Optim.lbfgs, help="L-BFGS (Gatys) or Adam."),
     init: str = typer.Option("content", help="Start from content, noise or an image FILE."),
@@ -285,17 +323,33 @@ def optimize(
     if out.resolve() in (content.resolve(), style.resolve()):
         raise UserError(f"{out}: --out would overwrite an input")
     dev = resolve_device(device.value)
-    x = to_tensor(resize_long_side(load_rgb(content), size)).unsqueeze(0).to(dev)
     s = to_tensor(resize_long_side(load_rgb(style), style_size or size)).unsqueeze(0)
-    if init in ("content", "noise"):
-        start = init
-    else:
-        start = to_tensor(load_rgb(init).resize((x.shape[3], x.shape[2]))).unsqueeze(0).to(dev)
+    if init not in ("content", "noise") and not Path(init).is_file():
+        raise UserError(f"--init {init}: choose content, noise or an image file")
     c_layers, s_layers = default_layer_weights("vgg19")
     objective = Objective(VGGFeatures("vgg19", "bundled", [*c_layers, *s_layers], pooling=pooling.value),
                           LossWeights(content_weight, style_weight, tv_weight, c_layers, s_layers)).to(dev)
     objective.set_style(s)
     console = Console(stderr=True)
+    if content.is_dir():
+        from fastnst.teacher import optimize_folder
+
+        settings = dict(steps=steps, optimizer=optimizer.value, init=init, size=size, style_size=style_size or size,
+                        pooling=pooling.value, content_weight=content_weight, style_weight=style_weight,
+                        tv_weight=tv_weight, lr=lr, seed=seed)
+
+        def on_image(i, n, name, rec):
+            console.print(f"[{i}/{n}] {name}: J {rec['J']:.4g} after {steps} iterations, {rec['seconds']:.1f}s",
+                          highlight=False, markup=False)
+
+        done = optimize_folder(objective, content, style, out, settings, dev, on_image)
+        print(f"wrote {done} target(s) and {out / 'teacher.json'}: train with --teacher {out}", file=sys.stderr)
+        return
+    x = to_tensor(resize_long_side(load_rgb(content), size)).unsqueeze(0).to(dev)
+    if init in ("content", "noise"):
+        start = init
+    else:
+        start = to_tensor(load_rgb(init).resize((x.shape[3], x.shape[2]))).unsqueeze(0).to(dev)
 
     def on_step(i, rec):
         if i % max(1, steps // 20) == 0 or i == steps:
@@ -390,6 +444,39 @@ def models():
                     f"on {meta.get('device', '?')}, final J {meta.get('final_losses', {}).get('total', float('nan')):.3g}")
         print(f"{name:<26}{meta.get('style_name', '?'):<22}{props.get('precision', '?'):<10}"
               f"{path.stat().st_size / 1e6:>6.1f}  {training}" + (f"; style {licence}" if licence else ""))
+
+
+@app.command(help="A grid of photos times models, labelled by style: the README's gallery. The default photos "
+                  "are scikit-image's bundled public-domain images (astronaut, coffee, chelsea, rocket).")
+def gallery(
+    out: Path = typer.Option(..., help="Output image (.jpg or .png)."),
+    models: Optional[str] = typer.Option(None, help="Comma-separated model names or files "
+                                                    "[default: every shipped fp32 model]."),
+    photos: Optional[Path] = typer.Option(None, help="A folder of photos instead of scikit-image's."),
+    tile: int = typer.Option(192, min=32, max=1024, help="Side of each cell of the grid."),
+    work_size: int = typer.Option(512, min=32, max=4096, help="Side the photos are stylized at."),
+    device: Device = typer.Option(Device.auto, help="auto picks CUDA when available."),
+):
+    from fastnst.data import list_images
+    from fastnst.gallery import make_gallery, skimage_photos
+    from fastnst.images import load_rgb
+    from fastnst.inference import shipped_models
+
+    names = [m.strip() for m in models.split(",") if m.strip()] if models else \
+        [n for n in shipped_models() if "." not in n]
+    if not names:
+        raise UserError("no models: give --models or ship some in weights/")
+    if photos is not None:
+        if not photos.is_dir():
+            raise UserError(f"{photos}: no such folder")
+        files = list_images(photos)
+        if not files:
+            raise UserError(f"{photos}: no images found")
+        chosen = [(f.stem, load_rgb(f)) for f in files]
+    else:
+        chosen = skimage_photos()
+    path = make_gallery(names, chosen, out, tile, work_size, device.value)
+    print(f"wrote {path}: {len(chosen)} photos x {len(names)} models ({', '.join(names)})", file=sys.stderr)
 
 
 class StylizeProgress:

@@ -11,8 +11,10 @@ Unreadable examples (corrupt, truncated, not images) are skipped and reported, n
 from __future__ import annotations
 
 import io
+import json
 import math
 import random
+import shutil
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from fastnst.errors import UserError
@@ -232,6 +235,9 @@ class BatchStream:
 
 def load_fixed_images(source, n: int, size: int) -> torch.Tensor:
     """The first `n` readable images of epoch 0's order, centre-cropped: fixed sample inputs."""
+    if isinstance(source, PackedImages):
+        first = source.images[:n].permute(0, 3, 1, 2).float().cpu()
+        return F.interpolate(first, size=(size, size), mode="bilinear", antialias=True).clamp(0, 255).div(255.0)
     out = []
     for _, item in source.examples(0, 0, 0):
         try:
@@ -241,3 +247,202 @@ def load_fixed_images(source, n: int, size: int) -> torch.Tensor:
         if len(out) == n:
             break
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float().div(255.0)
+
+
+# -- packed data: decoded once, kept on the GPU ------------------------------------------------
+
+PACK_FORMAT = "fastnst-pack-1"
+
+
+def pack_size_for(image_size: int) -> int:
+    """The side packed images are stored at for training crops of `image_size`: random crops cover
+    CROP_SCALE of the area, so a quarter more keeps them at about full resolution."""
+    return round(image_size * 1.25)
+
+
+def _load_square(name: str, item: object, size: int) -> np.ndarray | tuple[str, str]:
+    try:
+        return center_crop(decode(item), size)
+    except Exception as e:
+        return name, f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
+
+
+def decode_all(source, size: int, workers: int = 8) -> Iterator[tuple[str, np.ndarray | str]]:
+    """(name, size x size x 3 uint8 centre square) for every example of `source` in epoch 0's order,
+    or (name, reason) for an unreadable one, decoded in a thread pool."""
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="fastnst-pack") as pool:
+        pending: deque = deque()
+        examples = source.examples(0, 0, 0)
+        while True:
+            for name, item in examples:
+                pending.append((name, pool.submit(_load_square, name, item, size)))
+                if len(pending) >= 4 * workers:
+                    break
+            if not pending:
+                return
+            name, fut = pending.popleft()
+            result = fut.result()
+            yield name, (result[1] if isinstance(result, tuple) else result)
+
+
+def write_pack(source, out: str | Path, size: int, workers: int = 8, progress=None) -> dict:
+    """Decode every image of `source` once into a safetensors file holding `images`, an
+    N x size x size x 3 uint8 tensor of centre squares. Streams to disk (memory stays flat);
+    the file appears only when complete. Returns its metadata."""
+    from fastnst.files import atomic_path
+
+    out = Path(out)
+    names, bad = [], {}
+    with atomic_path(out) as tmp:
+        body = tmp.with_name(tmp.name + ".body")
+        try:
+            with open(body, "wb") as f:
+                for name, result in decode_all(source, size, workers):
+                    if isinstance(result, str):
+                        bad[name] = result
+                    else:
+                        f.write(result.tobytes())
+                        names.append(name)
+                    if progress:
+                        progress(len(names), len(bad))
+            if not names:
+                raise UserError(f"{source.description}: no readable images to pack")
+            meta = {"format": PACK_FORMAT, "size": size, "count": len(names), "source": source.description,
+                    "names": names, "bad": bad}
+            nbytes = len(names) * size * size * 3
+            header = {"__metadata__": {"fastnst": json.dumps(meta)},
+                      "images": {"dtype": "U8", "shape": [len(names), size, size, 3], "data_offsets": [0, nbytes]}}
+            raw = json.dumps(header).encode()
+            raw += b" " * (-len(raw) % 8)  # safetensors aligns the data to 8 bytes
+            with open(tmp, "wb") as f, open(body, "rb") as b:
+                f.write(len(raw).to_bytes(8, "little"))
+                f.write(raw)
+                shutil.copyfileobj(b, f, 1 << 24)
+        finally:
+            body.unlink(missing_ok=True)
+    return meta
+
+
+def read_pack_metadata(path: str | Path) -> dict | None:
+    """The metadata of a pack file, or None if `path` is not one."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads((f.metadata() or {}).get("fastnst", "{}"))
+    except Exception:
+        return None
+    return meta if meta.get("format") == PACK_FORMAT else None
+
+
+class PackedImages:
+    """All training images as one N x S x S x 3 uint8 tensor, on `device`: from a pack file
+    (`fastnst pack`) or decoded once from any source."""
+
+    def __init__(self, images: torch.Tensor, description: str, bad: dict | None = None):
+        self.images, self.description, self.bad = images, description, dict(bad or {})
+
+    @classmethod
+    def from_file(cls, path: str | Path, device: torch.device) -> "PackedImages":
+        from safetensors import safe_open
+
+        meta = read_pack_metadata(path)
+        if meta is None:
+            raise UserError(f"{path}: not a fastnst pack file (make one with `fastnst pack`)")
+        with safe_open(str(path), "pt", device=str(device)) as f:
+            images = f.get_tensor("images")
+        return cls(images, f"pack {path} ({meta['count']} images of {meta['size']}px from {meta['source']})",
+                   meta.get("bad"))
+
+    @classmethod
+    def decode(cls, source, size: int, device: torch.device, workers: int = 8) -> "PackedImages":
+        good, bad = [], {}
+        for name, result in decode_all(source, size, workers):
+            if isinstance(result, str):
+                bad[name] = result
+            else:
+                good.append(result)
+        if not good:
+            raise UserError(f"{source.description}: no readable images")
+        return cls(torch.from_numpy(np.stack(good)).to(device), f"{source.description}, decoded once to {device}",
+                   bad)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+class DeviceBatchStream:
+    """Endless batches of random crops of packed images, made where the images are (the GPU):
+    no decoding, no host round trip, no host synchronisation.
+
+    Deterministic and resumable like BatchStream: the order depends on (seed, epoch), each batch's
+    crops and flips on (seed, epoch, offset). A last partial batch of an epoch is dropped. With
+    `world` > 1, rank r takes examples r, r + world, ... of each global batch of world x batch_size.
+    Batches hold float images in [0, 1] in channels-last memory format.
+    """
+
+    def __init__(self, packed: PackedImages, batch_size: int, image_size: int, seed: int,
+                 position: Position | None = None, rank: int = 0, world: int = 1):
+        self.packed, self.batch_size, self.image_size, self.seed = packed, batch_size, image_size, seed
+        self.position = position or Position()
+        self.rank, self.world = rank, world
+        self.global_batch = batch_size * world
+        if len(packed) < self.global_batch:
+            raise UserError(f"{packed.description}: {len(packed)} images, fewer than one batch "
+                            f"({self.global_batch})")
+        self.device = packed.images.device
+        self.generator = torch.Generator(self.device)
+
+    def crop_transforms(self, n: int) -> torch.Tensor:
+        """n x 2 x 3 affine maps (for affine_grid) of random resized crops covering CROP_SCALE of
+        the area at an aspect in CROP_RATIO, flipped left-right half the time."""
+        u = torch.rand(5, n, generator=self.generator, device=self.device)
+        area = CROP_SCALE[0] + (CROP_SCALE[1] - CROP_SCALE[0]) * u[0]
+        lo, hi = math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])
+        ratio = torch.exp(lo + (hi - lo) * u[1])
+        cw = torch.sqrt(area * ratio).clamp(max=1.0)  # crop width and height, fractions of the side
+        ch = torch.sqrt(area / ratio).clamp(max=1.0)
+        cx = (2 * u[2] - 1) * (1 - cw)  # crop centre in [-1, 1] coordinates, inside the image
+        cy = (2 * u[3] - 1) * (1 - ch)
+        flip = torch.where(u[4] < 0.5, -1.0, 1.0)
+        zero = torch.zeros_like(cw)
+        return torch.stack([torch.stack([cw * flip, zero, cx], 1), torch.stack([zero, ch, cy], 1)], 1)
+
+    def crops(self, images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """The crops `theta` of uint8 B x S x S x 3 images, bilinear, as B x 3 x size x size floats
+        in [0, 1]."""
+        b = images.shape[0]
+        x = images.permute(0, 3, 1, 2).float()  # a channels-last view, no copy
+        grid = F.affine_grid(theta, [b, 3, self.image_size, self.image_size], align_corners=False)
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return out.div_(255.0).contiguous(memory_format=torch.channels_last)
+
+    def _after(self, epoch: int, offset: int) -> Position:
+        """Where the stream is at `offset` of `epoch`: the next epoch if no full batch is left."""
+        return Position(epoch + 1, 0) if offset + self.global_batch > len(self.packed) else Position(epoch, offset)
+
+    def __iter__(self) -> Iterator[Batch]:
+        pos, order_epoch = self._after(self.position.epoch, self.position.offset), None
+        while True:
+            if order_epoch != pos.epoch:
+                self.generator.manual_seed(self.seed * 1_000_003 + pos.epoch)
+                order = torch.randperm(len(self.packed), generator=self.generator, device=self.device)
+                order_epoch = pos.epoch
+            idx = order[pos.offset + self.rank: pos.offset + self.global_batch: self.world]
+            # Crops drawn for the global batch, so every rank gets its share of the same crops.
+            self.generator.manual_seed((self.seed * 1_000_003 + pos.epoch) * 1_000_033 + pos.offset)
+            theta = self.crop_transforms(self.global_batch)[self.rank::self.world]
+            images = self.crops(self.packed.images[idx], theta)
+            pos = self._after(pos.epoch, pos.offset + self.global_batch)
+            yield Batch(images, pos)
+
+
+def open_training_data(data: str, device: torch.device, image_size: int, workers: int = 4):
+    """What the trainer reads: a pack file (loaded onto `device`); on CUDA a folder decoded once
+    onto the GPU; otherwise a source for the CPU pipeline (BatchStream)."""
+    if not data.startswith("hf:") and Path(data).is_file():
+        return PackedImages.from_file(data, device)
+    source = open_source(data)
+    if device.type == "cuda" and isinstance(source, FolderSource):
+        return PackedImages.decode(source, pack_size_for(image_size), device, max(workers, 8))
+    return source

@@ -192,12 +192,15 @@ class VGGFeatures(nn.Module):
                 else f"file sha256:{sha256_file(self.weights_source)}", "pooling": self.pooling,
                 "input_convention": self.convention}
 
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bgr:
+            x = x.flip(1)
+        return x * self.scale + self.shift
+
     def forward(self, x: torch.Tensor, layers: list[str] | None = None) -> dict[str, torch.Tensor]:
         """{layer: activation} for `layers` (default: all requested at construction), stopping after
         the deepest of them."""
-        if self.bgr:
-            x = x.flip(1)
-        x = x * self.scale + self.shift
+        x = self._normalise(x)
         wanted, out = set(layers or self.layers), {}
         for name, layer in self.body.named_children():
             x = layer(x)
@@ -208,3 +211,25 @@ class VGGFeatures(nn.Module):
         return out
 
 
+
+    def forward_pair(self, output: torch.Tensor, content: torch.Tensor, content_layers: list[str]):
+        """(features of `output` at every requested layer, detached features of `content` at
+        `content_layers`) from one batched forward: both halves go together as deep as the content
+        layers need (bigger kernels, half the launches), then the output half goes on alone."""
+        b, split = output.shape[0], max(self.names.index(l) for l in content_layers)
+        x = self._normalise(torch.cat([output, content.detach()]))
+        wanted, out, content_feats = set(self.layers), {}, {}
+        for i, (name, layer) in enumerate(self.body.named_children()):
+            x = layer(x)
+            if i <= split:
+                if name in content_layers:
+                    content_feats[name] = x[b:].detach()
+                if name in wanted:
+                    out[name] = x[:b]
+                if i == split:
+                    x = x[:b]
+            elif name in wanted:
+                out[name] = x
+            if len(out) == len(wanted) and i >= split:
+                break
+        return out, content_feats

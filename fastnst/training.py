@@ -23,7 +23,8 @@ import torch
 
 import fastnst
 from fastnst import distributed
-from fastnst.data import BatchStream, Position, load_fixed_images, open_source
+from fastnst.data import (BatchStream, DeviceBatchStream, PackedImages, Position, load_fixed_images,
+                          open_training_data)
 from fastnst.errors import UserError
 from fastnst.files import atomic_path, sha256_file
 from fastnst.images import load_rgb, resize_long_side, save_image_atomic, to_pil, to_tensor
@@ -31,6 +32,7 @@ from fastnst.losses import LossWeights, Objective, default_layer_weights
 from fastnst.lossnet import VGGFeatures
 from fastnst.modelfile import save_model
 from fastnst.network import TransformerNet
+from fastnst.teacher import TeacherPairs, teacher_loss
 
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.safetensors"
@@ -38,7 +40,7 @@ DEFAULT_STEPS = 40_000  # 160k images at batch 4: Johnson 2016's budget (two epo
 DEFAULT_DATA = "hf:detection-datasets/coco:train"
 # What may differ between a run and its resumption: its length, where it writes, how it runs.
 RESUMABLE_OVERRIDES = ("steps", "epochs", "out", "device", "workers", "checkpoint_every", "sample_every",
-                       "log_every")
+                       "log_every", "compile")
 
 
 @dataclass
@@ -67,6 +69,9 @@ class TrainConfig:
     log_every: int = 10
     workers: int = 4
     seed: int = 0
+    compile: bool = True  # torch.compile the step on CUDA (a minute of compiling, then faster)
+    teacher: str = ""  # a folder of Gatys-optimizer targets (fastnst optimize --content DIR)
+    teacher_weight: float = 0.0
 
 
 class TrainingDiverged(RuntimeError):
@@ -116,16 +121,49 @@ def autocast_for(device: torch.device):
     return torch.autocast(device.type, enabled=False)
 
 
-def train_step(net: TransformerNet, objective: Objective, optimizer: torch.optim.Optimizer,
-               x: torch.Tensor, autocast) -> dict[str, torch.Tensor]:
-    """One optimisation step on a batch x (Bx3xHxW in [0, 1]); returns the detached loss terms
-    without reading them (reading forces a host sync)."""
-    with autocast:
-        losses = objective(net(x), x)
-    optimizer.zero_grad(set_to_none=True)
-    losses["total"].backward()
-    optimizer.step()
-    return {k: v.detach().float() for k, v in losses.items()}
+def make_train_step(model: torch.nn.Module, objective: Objective, optimizer: torch.optim.Optimizer,
+                    device: torch.device, compile: bool = False, compile_backend: str = "inductor",
+                    teacher_weight: float = 0.0):
+    """The training step: step(x) optimises on a batch x (Bx3xHxW in [0, 1]) and returns the
+    detached loss terms without reading them (reading forces a host sync). With `compile`, the
+    forward (network, loss network, losses) goes through torch.compile; backward follows it.
+    step(x, (content, target)) adds teacher_weight x the pixel MSE of the network's output on
+    a teacher batch against the optimizer's targets (term "teacher"; "total" includes it)."""
+    autocast = autocast_for(device)
+
+    def losses_of(x: torch.Tensor, teacher=None) -> dict[str, torch.Tensor]:
+        with autocast:
+            losses = objective(model(x), x)
+            if teacher is not None:
+                t = teacher_weight * teacher_loss(model(teacher[0]), teacher[1])
+                losses = {**losses, "teacher": t, "total": losses["total"] + t}
+            return losses
+
+    if compile:
+        losses_of = torch.compile(losses_of, backend=compile_backend)
+
+    def step(x: torch.Tensor, teacher=None) -> dict[str, torch.Tensor]:
+        losses = losses_of(x, teacher)
+        optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        optimizer.step()
+        return {k: v.detach().float() for k, v in losses.items()}
+
+    return step
+
+
+def use_gpu_speedups(device: torch.device, net: torch.nn.Module, objective: Objective) -> None:
+    """What the trainer does on CUDA besides bf16 autocast and torch.compile: channels-last
+    tensors (what the tensor-core convolutions want), one loss-network forward for output and
+    content, cuDNN autotuning, TF32 for what stays fp32."""
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    net.to(memory_format=torch.channels_last)
+    objective.to(memory_format=torch.channels_last)
+    objective.batched_content = True
 
 
 class Trainer:
@@ -160,7 +198,7 @@ class Trainer:
         style_path = Path(cfg.style)
         style_img = resize_long_side(load_rgb(style_path), cfg.style_size)
         self.style_sha256 = sha256_file(style_path)
-        self.source = open_source(cfg.data)
+        self.source = open_training_data(cfg.data, self.device, cfg.image_size, cfg.workers)
 
         lossnet = VGGFeatures(cfg.loss_net, cfg.vgg_weights, [*cfg.content_layers, *cfg.style_layers])
         weights = LossWeights(cfg.content_weight, cfg.style_weight, cfg.tv_weight,
@@ -169,6 +207,7 @@ class Trainer:
         self.objective.set_style(to_tensor(style_img).unsqueeze(0))
 
         self.net = TransformerNet(cfg.width, cfg.blocks).to(self.device)
+        use_gpu_speedups(self.device, self.net, self.objective)
         # Under torchrun, DDP averages the gradients of the ranks; self.net stays the plain network.
         self.model = self.net
         if self.world.distributed:
@@ -176,12 +215,25 @@ class Trainer:
 
             self.model = DistributedDataParallel(
                 self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
+        # Fused Adam: one kernel for all parameters instead of several per parameter.
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, fused=self.device.type == "cuda")
         self.step, self.position, self.images_seen = 0, Position(), 0
         self.bad_examples: dict[str, str] = {}
         self.history: list[dict] = []
         if ckpt is not None:
             self._restore(ckpt)
+        self.teacher = None
+        if cfg.teacher:
+            if cfg.teacher_weight <= 0:
+                raise UserError("--teacher needs a --teacher-weight above 0")
+            self.teacher = TeacherPairs(cfg.teacher, self.device)
+            if self.teacher.style_sha256 != self.style_sha256:
+                raise UserError(f"{cfg.teacher}: its targets were made for another style image "
+                                f"({self.teacher.manifest['style']})")
+        elif cfg.teacher_weight:
+            raise UserError("--teacher-weight needs --teacher DIR")
+        if isinstance(self.source, PackedImages):
+            self.bad_examples.update(self.source.bad)
         if self.world.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             self.sample_inputs = load_fixed_images(self.source, 4, cfg.image_size)
@@ -285,8 +337,11 @@ class Trainer:
         cfg = self.config
         if cfg.steps is not None:
             return cfg.steps
+        global_batch = cfg.batch_size * self.world.size
+        if isinstance(self.source, PackedImages):  # drops each epoch's last partial batch
+            return cfg.epochs * (len(self.source) // global_batch)
         try:
-            return math.ceil(cfg.epochs * len(self.source) / (cfg.batch_size * self.world.size))
+            return math.ceil(cfg.epochs * len(self.source) / global_batch)
         except TypeError:  # a streamed data set: length unknown until the end of an epoch
             return None
 
@@ -309,12 +364,18 @@ class Trainer:
 
     def run(self, progress=None) -> Path:
         cfg = self.config
-        stream = BatchStream(self.source, cfg.batch_size, cfg.image_size, cfg.seed, self.position, cfg.workers,
-                             rank=self.world.rank, world=self.world.size)
+        if isinstance(self.source, PackedImages):
+            stream = DeviceBatchStream(self.source, cfg.batch_size, cfg.image_size, cfg.seed, self.position,
+                                       rank=self.world.rank, world=self.world.size)
+        else:
+            stream = BatchStream(self.source, cfg.batch_size, cfg.image_size, cfg.seed, self.position,
+                                 cfg.workers, rank=self.world.rank, world=self.world.size)
         main = self.world.is_main
         if not main:
             progress = None
-        autocast = autocast_for(self.device)
+        step = make_train_step(self.model, self.objective, self.optimizer, self.device,
+                               compile=cfg.compile and self.device.type == "cuda", teacher_weight=cfg.teacher_weight)
+        teacher_rng = torch.Generator()
         stop = {"signal": None}
 
         def on_signal(signum, _frame):
@@ -333,8 +394,14 @@ class Trainer:
                         self.bad_examples[name] = reason
                         if progress:
                             progress.warn(f"skipped unreadable {name}: {reason}")
-                x = batch.images.to(self.device, non_blocking=True).float().div_(255.0)
-                detached = train_step(self.model, self.objective, self.optimizer, x, autocast)
+                x = batch.images
+                if not x.is_floating_point():  # uint8 crops from the CPU pipeline
+                    x = x.to(self.device, non_blocking=True).float().div_(255.0)
+                teacher_batch = None
+                if self.teacher is not None:  # its crops depend only on (seed, step): resumable
+                    teacher_rng.manual_seed(cfg.seed * 1_000_003 + self.step)
+                    teacher_batch = self.teacher.batch(x.shape[0], cfg.image_size, teacher_rng)
+                detached = step(x, teacher_batch)
                 # Accumulate on the device; reading values forces a sync, so do it every log_every.
                 window = detached if window is None else {k: window[k] + detached[k] for k in window}
                 window_n += 1
@@ -363,7 +430,9 @@ class Trainer:
 
                 if main and cfg.sample_every and self.step % cfg.sample_every == 0:
                     self.write_samples()
-                if distributed.any_rank(stop["signal"] is not None, self.world, self.device):
+                # Agreeing on a stop is a collective (a host sync): only every log_every steps.
+                at_log = self.step % cfg.log_every == 0 or not self.world.distributed
+                if at_log and distributed.any_rank(stop["signal"] is not None, self.world, self.device):
                     path = self.save_checkpoint()
                     raise Interrupted(f"interrupted at step {self.step}; checkpoint written to {path}; "
                                       f"continue with --resume {path}")

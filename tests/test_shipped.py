@@ -12,7 +12,8 @@ from test_cli import fastnst
 
 def test_every_shipped_model_has_a_card_and_loads():
     models = shipped_models()
-    assert "starry_night" in models
+    for style in ("starry_night", "the_scream", "wave", "composition_vii"):
+        assert style in models and f"{style}.int8" in models
     for name, path in models.items():
         assert path.stat().st_size <= 10 * 2**20, f"{path} is over 10 MB"
         card = path.with_name(name.split(".")[0] + ".md")
@@ -44,3 +45,23 @@ def test_readme_main_job_command_works_as_written(shared_data):
         assert Image.open(out).size == Image.open(ROOT / args[2]).size
     finally:
         out.unlink(missing_ok=True)
+
+
+def test_gallery_is_a_labelled_grid_of_photos_times_models(tmp_path):
+    out = tmp_path / "gallery.png"
+    r = fastnst("gallery", "--out", out, "--models", "starry_night,wave", "--tile", "48", "--work-size", "64",
+                "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    grid = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    assert grid.shape == (28 + 4 * 48, 3 * 48, 3)  # label row + 4 photos; photo column + 2 models
+    cells = [grid[28 + 48:28 + 96, c * 48:(c + 1) * 48] for c in range(3)]  # the coffee row
+    assert min(np.abs(cells[0] - cells[1]).mean(), np.abs(cells[1] - cells[2]).mean()) > 5  # stylized, and differently
+    assert (grid[:28] < 128).any()  # the labels
+
+
+def test_gallery_bad_input(tmp_path):
+    from test_cli import _one_line_error
+
+    assert "no such folder" in _one_line_error(fastnst("gallery", "--out", tmp_path / "g.jpg",
+                                                        "--photos", tmp_path / "missing"))
+    assert not (tmp_path / "g.jpg").exists()
