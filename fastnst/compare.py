@@ -106,7 +106,7 @@ def compare(contents: list[Path], model: str, out_dir: Path, style: Path | None 
     _write_json(report, out_dir / "report.json")
     _write_csv(rows, iterations, out_dir / "report.csv")
     _plot(rows, iterations, out_dir / "loss_vs_iterations.png")
-    _grid(images, objective, iterations, out_dir / "grid.png")
+    _grid(images, style, iterations, out_dir / "grid.png")
     return report
 
 
@@ -164,19 +164,33 @@ def _plot(rows: list[dict], iterations, path: Path) -> None:
     plt.close(fig)
 
 
-def _grid(images, objective, iterations, path: Path, cell: int = 160) -> None:
-    """Rows: one per image and size. Columns: content, network output, optimizer at each iteration."""
-    def thumb(t: torch.Tensor) -> Image.Image:
-        im = to_pil(t)
+def _grid(images, style: Path | None, iterations, path: Path, cell: int = 160) -> None:
+    """A header row of labels, then one row per image and size: content, style, network output,
+    optimizer at each iteration. Without --style the model carries only the style's Gram matrices,
+    so the style cell says so instead of showing the image."""
+    from PIL import ImageDraw
+
+    def thumb(im: Image.Image) -> Image.Image:
         return im.resize((max(1, round(im.width * cell / im.height)), cell), Image.LANCZOS)
 
-    rows = [[thumb(c), thumb(n)] + [thumb(snaps[i]) for i in iterations] for c, n, snaps in images]
-    widths = [max(r[k].width for r in rows) for k in range(len(rows[0]))]
-    grid = Image.new("RGB", (sum(widths), cell * len(rows)), "white")
-    for y, r in enumerate(rows):
-        x = 0
-        for k, im in enumerate(r):
-            grid.paste(im, (x, y * cell))
-            x += widths[k]
+    if style is not None:
+        style_cell = thumb(load_rgb(style))
+    else:
+        style_cell = Image.new("RGB", (cell, cell), (230, 230, 230))
+        ImageDraw.Draw(style_cell).multiline_text((cell // 2, cell // 2), "style image\nnot given\n(--style)",
+                                                  fill="black", anchor="mm", align="center")
+    labels = ["content", "style", "network"] + [f"L-BFGS {i}" for i in iterations]
+    rows = [[thumb(to_pil(c)), style_cell, thumb(to_pil(n))] + [thumb(to_pil(snaps[i])) for i in iterations]
+            for c, n, snaps in images]
+    widths = [max(r[k].width for r in rows) for k in range(len(labels))]
+    header = 20
+    grid = Image.new("RGB", (sum(widths), header + cell * len(rows)), "white")
+    draw = ImageDraw.Draw(grid)
+    x = 0
+    for k, label in enumerate(labels):
+        draw.text((x + widths[k] // 2, header // 2), label, fill="black", anchor="mm")
+        for y, r in enumerate(rows):
+            grid.paste(r[k], (x, header + y * cell))
+        x += widths[k]
     with atomic_path(path) as tmp:
         grid.save(tmp, format="PNG")

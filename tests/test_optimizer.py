@@ -2,7 +2,9 @@
 import csv
 import json
 
+import numpy as np
 import pytest
+from PIL import Image
 import torch
 
 from fastnst.images import load_rgb, resize_long_side, to_tensor
@@ -77,8 +79,19 @@ def test_compare_writes_consistent_reports(tiny_model, shared_data, tmp_path):
         assert matched == expected
         assert float(line["optimizer_J_4"]) == pytest.approx(js[2])
     assert (tmp_path / "c" / "loss_vs_iterations.png").stat().st_size > 1000
-    assert (tmp_path / "c" / "grid.png").stat().st_size > 1000
     assert "chicago" in r.stdout  # the summary table
+    # grid.png: a label row, then per row content, style, network, optimizer at 0, 2, 4.
+    grid = np.asarray(Image.open(tmp_path / "c" / "grid.png").convert("RGB")).astype(int)
+    assert grid.shape[0] == 20 + 2 * 160
+    content_w = round(Image.open(contents[0]).width * 160 / Image.open(contents[0]).height)
+    style_cell = grid[20:180, content_w:content_w + 160]
+    assert (np.abs(style_cell - 230).max(axis=2) == 0).mean() > 0.8  # no --style: the placeholder
+    r = fastnst("compare", contents[0], "--model", tiny_model, "--out", tmp_path / "s", "--sizes", "48",
+                "--iterations", "0,1", "--runs", "1", "--device", "cpu", "--style", shared_data / "styles" / "wave.jpg")
+    assert r.returncode == 0, r.stderr
+    grid = np.asarray(Image.open(tmp_path / "s" / "grid.png").convert("RGB")).astype(int)
+    style_cell = grid[20:180, content_w:content_w + 160]
+    assert (np.abs(style_cell - 230).max(axis=2) == 0).mean() < 0.2  # the style image itself
 
 
 def test_compare_bad_input(tiny_model, tmp_path):
