@@ -169,11 +169,16 @@ class Batch:
     bad: list[tuple[str, str]] = field(default_factory=list)  # (name, reason) skipped on the way
 
 
+def unreadable_reason(e: Exception) -> str:
+    """One short line saying why an example could not be read."""
+    return f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
+
+
 def _load_example(name: str, item: object, size: int, sample_seed: str) -> np.ndarray | tuple[str, str]:
     try:
         im = decode(item)
     except Exception as e:  # corrupt, truncated, not an image: reported by the caller
-        return name, f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
+        return name, unreadable_reason(e)
     return random_resized_crop(im, size, random.Random(sample_seed))
 
 
@@ -264,7 +269,7 @@ def _load_square(name: str, item: object, size: int) -> np.ndarray | tuple[str, 
     try:
         return center_crop(decode(item), size)
     except Exception as e:
-        return name, f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
+        return name, unreadable_reason(e)
 
 
 def decode_all(source, size: int, workers: int = 8) -> Iterator[tuple[str, np.ndarray | str]]:
