@@ -346,10 +346,6 @@ def optimize(
         print(f"wrote {done} target(s) and {out / 'teacher.json'}: train with --teacher {out}", file=sys.stderr)
         return
     x = to_tensor(resize_long_side(load_rgb(content), size)).unsqueeze(0).to(dev)
-    if init in ("content", "noise"):
-        start = init
-    else:
-        start = to_tensor(load_rgb(init).resize((x.shape[3], x.shape[2]))).unsqueeze(0).to(dev)
 
     def on_step(i, rec):
         if i % max(1, steps // 20) == 0 or i == steps:
@@ -357,7 +353,7 @@ def optimize(
                           f"style {rec['style']:.3g} tv {rec['tv']:.3g})  {rec['seconds']:.1f}s", highlight=False)
 
     record = set(range(snapshot_every, steps + 1, snapshot_every)) if snapshot_every else set()
-    result = gatys(objective, x, steps, optimizer.value, start, seed, lr, record_at=record, on_step=on_step)
+    result = gatys(objective, x, steps, optimizer.value, init, seed, lr, record_at=record, on_step=on_step)
 
     def finish(t):
         if not preserve_color:

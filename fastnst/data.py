@@ -148,11 +148,12 @@ def random_resized_crop(im: Image.Image, size: int, rng: random.Random) -> np.nd
     return np.asarray(crop, dtype=np.uint8)
 
 
-def center_crop(im: Image.Image, size: int) -> np.ndarray:
+def center_crop(im: Image.Image, size: int, resample=Image.BILINEAR) -> np.ndarray:
+    """The centred square of `im`, resized to size x size, as HxWx3 uint8."""
     w, h = im.size
     s = min(w, h)
     x0, y0 = (w - s) // 2, (h - s) // 2
-    return np.asarray(im.resize((size, size), Image.BILINEAR, box=(x0, y0, x0 + s, y0 + s)), dtype=np.uint8)
+    return np.asarray(im.resize((size, size), resample, box=(x0, y0, x0 + s, y0 + s)), dtype=np.uint8)
 
 
 @dataclass
@@ -275,19 +276,18 @@ def _load_square(name: str, item: object, size: int) -> np.ndarray | tuple[str, 
 def decode_all(source, size: int, workers: int = 8) -> Iterator[tuple[str, np.ndarray | str]]:
     """(name, size x size x 3 uint8 centre square) for every example of `source` in epoch 0's order,
     or (name, reason) for an unreadable one, decoded in a thread pool."""
+    def done(name, fut):
+        result = fut.result()
+        return name, (result[1] if isinstance(result, tuple) else result)
+
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="fastnst-pack") as pool:
-        pending: deque = deque()
-        examples = source.examples(0, 0, 0)
-        while True:
-            for name, item in examples:
-                pending.append((name, pool.submit(_load_square, name, item, size)))
-                if len(pending) >= 4 * workers:
-                    break
-            if not pending:
-                return
-            name, fut = pending.popleft()
-            result = fut.result()
-            yield name, (result[1] if isinstance(result, tuple) else result)
+        pending: deque = deque()  # a bounded window of decodes in flight, yielded in order
+        for name, item in source.examples(0, 0, 0):
+            pending.append((name, pool.submit(_load_square, name, item, size)))
+            if len(pending) >= 4 * workers:
+                yield done(*pending.popleft())
+        while pending:
+            yield done(*pending.popleft())
 
 
 def write_pack(source, out: str | Path, size: int, workers: int = 8, progress=None) -> dict:

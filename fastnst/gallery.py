@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from fastnst.data import center_crop
 from fastnst.errors import UserError
 from fastnst.files import atomic_path
 
@@ -35,10 +36,7 @@ def skimage_photos(names=SKIMAGE_PHOTOS) -> list[tuple[str, Image.Image]]:
 
 def square(im: Image.Image, size: int) -> Image.Image:
     """The centred square of `im`, resized to size x size."""
-    w, h = im.size
-    s = min(w, h)
-    box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
-    return im.resize((size, size), Image.LANCZOS, box=box)
+    return Image.fromarray(center_crop(im, size, Image.LANCZOS))
 
 
 def make_gallery(models: list[str], photos: list[tuple[str, Image.Image]], out: str | Path, tile: int = 192,

@@ -26,6 +26,7 @@ class OptimizeResult:
 
 
 def initial_image(content: torch.Tensor, init: str | torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """The starting image: "content", "noise", a tensor, or an image file resized to the content."""
     if isinstance(init, torch.Tensor):
         return init.clone(memory_format=torch.contiguous_format)
     if init == "content":
@@ -33,7 +34,10 @@ def initial_image(content: torch.Tensor, init: str | torch.Tensor, seed: int = 0
     if init == "noise":
         g = torch.Generator().manual_seed(seed)
         return torch.rand(content.shape, generator=g).to(content.device)
-    raise ValueError(f"unknown init {init!r}")
+    from fastnst.images import load_rgb, to_tensor
+
+    image = load_rgb(init).resize((content.shape[3], content.shape[2]))
+    return to_tensor(image).unsqueeze(0).to(content.device)
 
 
 def gatys(objective: Objective, content: torch.Tensor, steps: int, optimizer: str = "lbfgs",

@@ -116,9 +116,7 @@ def optimize_folder(objective, content_dir: Path, style: Path, out: Path, settin
         if key in done:
             continue
         x = to_tensor(resize_long_side(load_rgb(photo), settings["size"])).unsqueeze(0).to(device)
-        start = settings["init"] if settings["init"] in ("content", "noise") else \
-            to_tensor(load_rgb(settings["init"]).resize((x.shape[3], x.shape[2]))).unsqueeze(0).to(device)
-        result = gatys(objective, x, settings["steps"], settings["optimizer"], start, settings["seed"],
+        result = gatys(objective, x, settings["steps"], settings["optimizer"], settings["init"], settings["seed"],
                        settings["lr"])
         target = photo.relative_to(content_dir).with_suffix(".png")
         save_image_atomic(to_pil(result.image), out / target)
