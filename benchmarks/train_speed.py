@@ -11,9 +11,12 @@ photos against the same objective.
 Also printed: the FLOPs of one optimised step (counted by torch's FlopCounterMode on the eager
 step), the rate the step achieves, and its fraction of the device's measured bf16 matrix-multiply
 rate; the time 160,000 images (Johnson 2016's budget) take at the measured rate. With --ablate,
-every change is measured on its own, added one at a time.
+every change is measured on its own, added one at a time. Candidates (changes measured but not yet
+the trainer's default, such as CUDA graphs) are measured on CUDA with or without --ablate. With
+--profile N, torch.profiler's table of what takes the time in N steps of the default loop.
 
     python benchmarks/train_speed.py [--batch-sizes 4,16] [--image-size 256] [--steps 30] [--ablate]
+                                     [--profile STEPS]
 """
 
 from __future__ import annotations
@@ -41,17 +44,49 @@ from fastnst.training import make_train_step, resolve_device, use_gpu_speedups  
 DATA = ROOT.parent / "shared" / "data"
 FULL_RUN_IMAGES = 160_000
 
-# Cumulative: each variant adds one change to the one before. The last is fastnst's default.
+# Cumulative: each variant adds one change to the one before. DEFAULT is what the trainer does on
+# CUDA; the variants after it are candidates, measured but not (yet) the default.
+FASTNST = dict(device_data=True, fastnst_step=True, bf16=True, autotune=True, channels_last=True,
+               batched_vgg=True, fused_adam=True, compile=True)
 VARIANTS = [
     ("plain fp32 eager", dict()),
     ("+ data on the device", dict(device_data=True)),
     ("+ fastnst step (content to relu2_2, no loss read)", dict(device_data=True, fastnst_step=True)),
     ("+ bf16 autocast", dict(device_data=True, fastnst_step=True, bf16=True)),
-    ("+ channels-last, batched VGG, fused Adam, cuDNN autotune",
-     dict(device_data=True, fastnst_step=True, bf16=True, gpu_speedups=True)),
-    ("+ torch.compile (fastnst default)",
-     dict(device_data=True, fastnst_step=True, bf16=True, gpu_speedups=True, compile=True)),
+    ("+ cuDNN autotune, TF32 matmul", dict(device_data=True, fastnst_step=True, bf16=True, autotune=True)),
+    ("+ channels-last", dict(device_data=True, fastnst_step=True, bf16=True, autotune=True, channels_last=True)),
+    ("+ content and output in one VGG forward",
+     dict(device_data=True, fastnst_step=True, bf16=True, autotune=True, channels_last=True, batched_vgg=True)),
+    ("+ fused Adam", dict(device_data=True, fastnst_step=True, bf16=True, autotune=True, channels_last=True,
+                          batched_vgg=True, fused_adam=True)),
+    ("+ torch.compile (fastnst default)", FASTNST),
+    ("+ CUDA graphs (compile mode reduce-overhead)", dict(FASTNST, cuda_graphs=True)),
 ]
+DEFAULT = "+ torch.compile (fastnst default)"
+# Process-wide switches some variants turn on: each run starts from PyTorch's defaults again.
+TORCH_DEFAULTS = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32,
+                  torch.backends.cudnn.allow_tf32)
+
+
+def reset_torch_switches():
+    (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32,
+     torch.backends.cudnn.allow_tf32) = TORCH_DEFAULTS
+
+
+def apply_speedups(opts: dict, device, net, objective):
+    """The switches of `opts`; all of them together through the trainer's own use_gpu_speedups."""
+    if opts.get("autotune") and opts.get("channels_last") and opts.get("batched_vgg"):
+        use_gpu_speedups(device, net, objective)
+        return
+    if device.type != "cuda":
+        return
+    if opts.get("autotune"):
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    if opts.get("channels_last"):
+        net.to(memory_format=torch.channels_last)
+        objective.to(memory_format=torch.channels_last)
+    objective.batched_content = bool(opts.get("batched_vgg"))
 
 
 def plain_step(net, objective, optimizer, x):
@@ -121,20 +156,22 @@ class Bench:
         self.packed = PackedImages.decode(self.source, pack_size_for(args.image_size), device)
         self.decode_s = time.perf_counter() - t
 
-    def run(self, batch_size: int, opts: dict) -> float:
+    def prepare(self, batch_size: int, opts: dict):
+        """A fresh network, optimizer and data stream with the switches of `opts`: (step, next_batch)."""
         args, device = self.args, self.device
         torch._dynamo.reset()
+        reset_torch_switches()
         torch.manual_seed(0)
         objective = copy.deepcopy(self.objective)
         net = TransformerNet().to(device).train()
-        fused = opts.get("gpu_speedups", False) and device.type == "cuda"
-        if opts.get("gpu_speedups"):
-            use_gpu_speedups(device, net, objective)
+        apply_speedups(opts, device, net, objective)
+        fused = opts.get("fused_adam", False) and device.type == "cuda"
         opt = torch.optim.Adam(net.parameters(), 1e-3, fused=fused)
         if opts.get("fastnst_step"):
             cpu = torch.device("cpu")  # make_train_step uses bf16 autocast on CUDA only
             step = make_train_step(net, objective, opt, device if opts.get("bf16") else cpu,
-                                   compile=opts.get("compile", False))
+                                   compile=opts.get("compile", False),
+                                   compile_mode="reduce-overhead" if opts.get("cuda_graphs") else None)
         else:
             step = lambda x: plain_step(net, objective, opt, x)  # noqa: E731
         if opts.get("device_data"):
@@ -143,8 +180,31 @@ class Bench:
         else:
             cpu_batches = iter(BatchStream(self.source, batch_size, args.image_size, seed=0, workers=4))
             next_batch = lambda: next(cpu_batches).images.to(device, non_blocking=True).float().div_(255)  # noqa: E731
-        warmup = args.warmup + (args.compile_warmup if opts.get("compile") else 0)
-        return measure(step, next_batch, device, warmup, args.steps)
+        return step, next_batch
+
+    def warmup(self, opts: dict) -> int:
+        return self.args.warmup + (self.args.compile_warmup if opts.get("compile") else 0)
+
+    def run(self, batch_size: int, opts: dict) -> float:
+        step, next_batch = self.prepare(batch_size, opts)
+        return measure(step, next_batch, self.device, self.warmup(opts), self.args.steps)
+
+    def profile(self, batch_size: int, opts: dict, steps: int, rows: int) -> str:
+        """torch.profiler's table of the operators and kernels that take the time of `steps` steps."""
+        from torch.profiler import ProfilerActivity, profile
+
+        step, next_batch = self.prepare(batch_size, opts)
+        for _ in range(self.warmup(opts)):
+            step(next_batch())
+        sync(self.device)
+        cuda = self.device.type == "cuda"
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with profile(activities=activities) as prof:
+            for _ in range(steps):
+                step(next_batch())
+            sync(self.device)
+        key = "self_device_time_total" if cuda else "self_cpu_time_total"
+        return prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=70)
 
 
 def main():
@@ -155,6 +215,10 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--compile-warmup", type=int, default=5, help="extra warm-up steps when compiling")
     ap.add_argument("--ablate", action="store_true", help="measure every change on its own")
+    ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                    help="also profile this many steps of the default loop (largest batch) and print the "
+                         "operators and kernels that take the time")
+    ap.add_argument("--profile-rows", type=int, default=30)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--data", default=str(DATA / "coco"))
     ap.add_argument("--style", default=str(DATA / "styles" / "starry_night.jpg"))
@@ -162,10 +226,13 @@ def main():
 
     device = resolve_device(args.device)
     bench = Bench(args, device)
-    variants = VARIANTS if args.ablate else [VARIANTS[0], VARIANTS[-1]]
-    if device.type != "cuda":  # compiling on the CPU is not what the trainer does there
-        variants = [v for v in variants if not v[1].get("compile")] if args.ablate else \
-            [VARIANTS[0], ("fastnst (CPU default)", dict(device_data=True, fastnst_step=True))]
+    default = next(v for v in VARIANTS if v[0] == DEFAULT)
+    candidates = VARIANTS[VARIANTS.index(default) + 1:]
+    variants = VARIANTS if args.ablate else [VARIANTS[0], default, *candidates]
+    if device.type != "cuda":  # the trainer neither compiles nor keeps a folder's images in memory there
+        default = ("fastnst on the CPU (worker decoding, fastnst step)", dict(fastnst_step=True))
+        variants = [v for v in variants if not v[1].get("compile")] if args.ablate else [VARIANTS[0]]
+        variants, candidates = [*variants, default], []
     sizes = [int(b) for b in args.batch_sizes.split(",")]
 
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else \
@@ -189,9 +256,17 @@ def main():
             util = f"{flops / sec / rate:>10.1%}" if rate else f"{'n/a':>10}"
             print(f"  {name:<58}{sec:>9.4f}{b / sec:>10.1f}{base / sec:>9.2f}x"
                   f"{flops / sec / 1e12:>9.1f} {util}", flush=True)
-        best = results[(b, variants[-1][0])]
-        print(f"  ratio {variants[-1][0]} / plain: {results[(b, variants[0][0])] / best:.2f}x images/s; "
-              f"{FULL_RUN_IMAGES:,} images would take {FULL_RUN_IMAGES / (b / best) / 60:.1f} min at this rate")
+        plain = results[(b, VARIANTS[0][0])]
+        best = results[(b, default[0])]
+        print(f"  ratio {default[0]} / plain: {plain / best:.2f}x images/s; {FULL_RUN_IMAGES:,} images "
+              f"would take {FULL_RUN_IMAGES / (b / best) / 60:.1f} min at this rate")
+        for name, _ in candidates:
+            print(f"  candidate {name}: {plain / results[(b, name)]:.2f}x plain, "
+                  f"{best / results[(b, name)]:.2f}x the default")
+    if args.profile:
+        b = sizes[-1]
+        print(f"\nprofile: {default[0]}, batch {b}, {args.profile} steps after warm-up")
+        print(bench.profile(b, default[1], args.profile, args.profile_rows))
 
 
 def _batched(objective):

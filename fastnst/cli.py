@@ -115,6 +115,9 @@ def train(
     style_layers: Optional[str] = typer.Option(None, help="Style layers and weights, e.g. "
                                                           "'relu1_1:1.5e-3,relu2_1:1.5e-5' [default: see README]."),
     lr: float = typer.Option(1e-3, min=1e-8, max=10.0, help="Adam learning rate."),
+    lr_decay: float = typer.Option(0.0, min=0.0, max=1.0,
+                                   help="Let the learning rate fall linearly to 0 over this last fraction of "
+                                        "the steps (0: constant; needs a known number of steps)."),
     loss_net: LossNet = typer.Option(LossNet.vgg19, help="Loss network."),
     vgg_weights: str = typer.Option("bundled", help="Loss network weights: bundled (VGG19, offline), "
                                                     "torchvision (downloaded) or a state-dict file."),
@@ -145,7 +148,8 @@ def train(
                   content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
                   content_layers=parse_layer_weights(content_layers) if content_layers else {},
                   style_layers=parse_layer_weights(style_layers) if style_layers else {},
-                  lr=lr, loss_net=loss_net.value, vgg_weights=vgg_weights, width=width, blocks=blocks,
+                  lr=lr, lr_decay=lr_decay, loss_net=loss_net.value, vgg_weights=vgg_weights, width=width,
+                  blocks=blocks,
                   device=device.value, checkpoint_every=checkpoint_every, sample_every=sample_every,
                   log_every=log_every, workers=workers, seed=seed, compile=compile,
                   teacher=str(teacher) if teacher else "", teacher_weight=teacher_weight)

@@ -38,9 +38,10 @@ CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.safetensors"
 DEFAULT_STEPS = 40_000  # 160k images at batch 4: Johnson 2016's budget (two epochs of COCO)
 DEFAULT_DATA = "hf:detection-datasets/coco:train"
-# What may differ between a run and its resumption: its length, where it writes, how it runs.
-RESUMABLE_OVERRIDES = ("steps", "epochs", "out", "device", "workers", "checkpoint_every", "sample_every",
-                       "log_every", "compile")
+# What may differ between a run and its resumption: its length and how it ends (the lr decay),
+# where it writes, how it runs.
+RESUMABLE_OVERRIDES = ("steps", "epochs", "lr_decay", "out", "device", "workers", "checkpoint_every",
+                       "sample_every", "log_every", "compile")
 
 
 @dataclass
@@ -59,6 +60,7 @@ class TrainConfig:
     content_layers: dict[str, float] = field(default_factory=dict)
     style_layers: dict[str, float] = field(default_factory=dict)
     lr: float = 1e-3
+    lr_decay: float = 0.0  # the last fraction of the steps over which lr falls linearly to 0 (0: constant)
     loss_net: str = "vgg19"
     vgg_weights: str = "bundled"
     width: int = 32
@@ -123,10 +125,12 @@ def autocast_for(device: torch.device):
 
 def make_train_step(model: torch.nn.Module, objective: Objective, optimizer: torch.optim.Optimizer,
                     device: torch.device, compile: bool = False, compile_backend: str = "inductor",
-                    teacher_weight: float = 0.0):
+                    teacher_weight: float = 0.0, compile_mode: str | None = None):
     """The training step: step(x) optimises on a batch x (Bx3xHxW in [0, 1]) and returns the
     detached loss terms without reading them (reading forces a host sync). With `compile`, the
     forward (network, loss network, losses) goes through torch.compile; backward follows it.
+    `compile_mode` is torch.compile's mode: "reduce-overhead" also replays forward and backward
+    as CUDA graphs (a candidate measured by benchmarks/train_speed.py, not the trainer's default).
     step(x, (content, target)) adds teacher_weight x the pixel MSE of the network's output on
     a teacher batch against the optimizer's targets (term "teacher"; "total" includes it)."""
     autocast = autocast_for(device)
@@ -139,15 +143,19 @@ def make_train_step(model: torch.nn.Module, objective: Objective, optimizer: tor
                 losses = {**losses, "teacher": t, "total": losses["total"] + t}
             return losses
 
+    cuda_graphs = compile and compile_mode == "reduce-overhead" and device.type == "cuda"
     if compile:
-        losses_of = torch.compile(losses_of, backend=compile_backend)
+        losses_of = torch.compile(losses_of, backend=compile_backend, mode=compile_mode)
 
     def step(x: torch.Tensor, teacher=None) -> dict[str, torch.Tensor]:
+        if cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         losses = losses_of(x, teacher)
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         optimizer.step()
-        return {k: v.detach().float() for k, v in losses.items()}
+        # A CUDA graph's outputs live in memory its next replay overwrites: keep copies.
+        return {k: v.detach().float().clone() if cuda_graphs else v.detach().float() for k, v in losses.items()}
 
     return step
 
@@ -217,6 +225,9 @@ class Trainer:
                 self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         # Fused Adam: one kernel for all parameters instead of several per parameter.
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, fused=self.device.type == "cuda")
+        if cfg.lr_decay and self.total_steps() is None:
+            raise UserError("--lr-decay needs a known length: give --steps (a streamed data set's epochs "
+                            "have no known number of steps)")
         self.step, self.position, self.images_seen = 0, Position(), 0
         self.bad_examples: dict[str, str] = {}
         self.history: list[dict] = []
@@ -345,6 +356,17 @@ class Trainer:
         except TypeError:  # a streamed data set: length unknown until the end of an epoch
             return None
 
+    def lr_at(self, step: int) -> float:
+        """The learning rate of the step after `step` steps: constant, then with lr_decay falling
+        linearly over the run's last steps to lr / decay-length at the last step. It depends on the
+        step alone, so a resumed run follows the same schedule (over its new length, if --steps changed)."""
+        cfg = self.config
+        if not cfg.lr_decay:
+            return cfg.lr
+        total = self.total_steps()
+        decay_steps = max(1.0, cfg.lr_decay * total)
+        return cfg.lr * min(1.0, max(total - step, 1) / decay_steps)
+
     def _done(self) -> bool:
         cfg = self.config
         if cfg.steps is not None:
@@ -401,6 +423,9 @@ class Trainer:
                 if self.teacher is not None:  # its crops depend only on (seed, step): resumable
                     teacher_rng.manual_seed(cfg.seed * 1_000_003 + self.step)
                     teacher_batch = self.teacher.batch(x.shape[0], cfg.image_size, teacher_rng)
+                lr = self.lr_at(self.step)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
                 detached = step(x, teacher_batch)
                 # Accumulate on the device; reading values forces a sync, so do it every log_every.
                 window = detached if window is None else {k: window[k] + detached[k] for k in window}
@@ -419,7 +444,7 @@ class Trainer:
                     now = time.perf_counter()
                     rate = (self.images_seen - imgs0) / max(now - t0, 1e-9)
                     record = {"step": self.step, "images_seen": self.images_seen, "epoch": self.position.epoch,
-                              **means, "images_per_s": rate}
+                              **means, "lr": lr, "images_per_s": rate}
                     self.history.append(record)
                     if main:
                         with open(log_path, "a") as f:

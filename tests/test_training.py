@@ -95,19 +95,24 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(style_image, coco_folder, 
     assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
+class SignalAt:
+    """A progress reporter that sends the process SIGTERM at a given step."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def update(self, step, record):
+        if step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def warn(self, message):
+        pass
+
+
 def test_sigterm_writes_a_checkpoint_then_resume_finishes(style_image, coco_folder, tmp_path):
     trainer = Trainer(tiny_config(style_image, coco_folder, tmp_path / "run", steps=10))
-
-    class SignalAtStep3:
-        def update(self, step, record):
-            if step == 3:
-                os.kill(os.getpid(), signal.SIGTERM)
-
-        def warn(self, message):
-            pass
-
     with pytest.raises(Interrupted, match="interrupted at step 3"):
-        trainer.run(SignalAtStep3())
+        trainer.run(SignalAt(3))
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 3
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
     resumed = Trainer(resume=str(tmp_path / "run" / "checkpoint.pt"))
@@ -129,3 +134,27 @@ def test_epochs_end_the_run(style_image, coco_folder, tmp_path):
     assert trainer.total_steps() == 3
     trainer.run()
     assert trainer.position.epoch == 1 and trainer.step == 3
+
+
+def test_lr_decay_falls_linearly_over_the_last_steps_and_resumes_exactly(style_image, coco_folder, tmp_path):
+    full = Trainer(tiny_config(style_image, coco_folder, tmp_path / "full", steps=8, lr_decay=0.5))
+    full.run()
+    lrs = [r["lr"] for r in full.history]
+    assert lrs == pytest.approx([1e-3] * 5 + [0.75e-3, 0.5e-3, 0.25e-3])
+    assert full.optimizer.param_groups[0]["lr"] == pytest.approx(0.25e-3)
+
+    # stopped at step 3 (the schedule is over the run's length, so the run is stopped, not shortened)
+    first = Trainer(tiny_config(style_image, coco_folder, tmp_path / "split", steps=8, lr_decay=0.5))
+    with pytest.raises(Interrupted):
+        first.run(SignalAt(3))
+    second = Trainer(resume=str(tmp_path / "split" / "checkpoint.pt"))
+    second.run()
+    assert [r["lr"] for r in second.history] == pytest.approx(lrs)
+    a, b = full.net.state_dict(), second.net.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_constant_lr_by_default(style_image, coco_folder, tmp_path):
+    trainer = Trainer(tiny_config(style_image, coco_folder, tmp_path / "run", steps=3))
+    trainer.run()
+    assert [r["lr"] for r in trainer.history] == [1e-3] * 3
