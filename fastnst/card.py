@@ -22,6 +22,9 @@ def model_card(model_path: str | Path, title: str, style_source: str, licence: s
         f"- data: {meta['data']}",
         f"- training: {meta['steps']} steps, batch {cfg['batch_size']}, {meta['images_seen']} images seen, "
         f"{cfg['image_size']}px crops, style image at {cfg['style_size']}px, Adam lr {cfg['lr']}, seed {cfg['seed']}",
+        *([f"- started from: the {init['style_name']} model `{Path(init['model']).name}` (sha256 "
+           f"`{init['sha256'][:16]}…`, {init['images_seen']} images seen), continued with a fresh Adam state"]
+          if (init := meta.get("init_from")) else []),
         f"- device: {meta['device']}" + (f", {training_time}" if training_time else ""),
         f"- network: Johnson 2016 with instance norm, width {meta['network']['width']}, "
         f"{meta['network']['blocks']} residual blocks",

@@ -135,6 +135,9 @@ def train(
     teacher: Optional[Path] = typer.Option(None, help="A teacher folder (`fastnst optimize --content DIR --out "
                                                       "TEACHER`): also pull outputs towards its targets."),
     teacher_weight: float = typer.Option(0.0, min=0.0, help="Weight of the teacher's pixel MSE loss."),
+    init_from: Optional[str] = typer.Option(None, help="Start from a trained model's network (a .safetensors file "
+                                                       "or a shipped name): to continue or fine-tune it. Adam "
+                                                       "and the data order start afresh."),
 ):
     from fastnst.losses import parse_layer_weights
     from fastnst.training import Trainer, TrainConfig
@@ -152,7 +155,8 @@ def train(
                   blocks=blocks,
                   device=device.value, checkpoint_every=checkpoint_every, sample_every=sample_every,
                   log_every=log_every, workers=workers, seed=seed, compile=compile,
-                  teacher=str(teacher) if teacher else "", teacher_weight=teacher_weight)
+                  teacher=str(teacher) if teacher else "", teacher_weight=teacher_weight,
+                  init_from=init_from or "")
     if steps is not None and epochs is not None:
         raise UserError("give --steps or --epochs, not both")
     if resume is not None:

@@ -73,6 +73,7 @@ class TrainConfig:
     seed: int = 0
     compile: bool = True  # torch.compile the step on CUDA (a minute of compiling, then faster)
     teacher: str = ""  # a folder of Gatys-optimizer targets (fastnst optimize --content DIR)
+    init_from: str = ""  # start from this trained model's network (a continuation or a fine-tune)
     teacher_weight: float = 0.0
 
 
@@ -215,6 +216,8 @@ class Trainer:
         self.objective.set_style(to_tensor(style_img).unsqueeze(0))
 
         self.net = TransformerNet(cfg.width, cfg.blocks).to(self.device)
+        # A resumed run's network comes from its checkpoint, which also keeps where it started from.
+        self.init_info = self._start_from(cfg.init_from) if cfg.init_from and ckpt is None else None
         use_gpu_speedups(self.device, self.net, self.objective)
         # Under torchrun, DDP averages the gradients of the ranks; self.net stays the plain network.
         self.model = self.net
@@ -266,6 +269,26 @@ class Trainer:
                 setattr(cfg, name, value)
         return cfg
 
+    def _start_from(self, model: str) -> dict:
+        """Load a trained model's network weights (Adam starts afresh); -> what the metadata records."""
+        from fastnst.inference import model_sibling, resolve_model
+        from fastnst.modelfile import load_model
+
+        path = resolve_model(model)
+        if path.suffix == ".onnx":
+            path = model_sibling(path, ".safetensors")
+            if not path.is_file():
+                raise UserError(f"--init-from {model}: needs the model's .safetensors file ({path} not found); "
+                                f"an ONNX file holds no trainable network")
+        net, meta, _ = load_model(path)
+        if net.config() != self.net.config():
+            raise UserError(f"--init-from {path}: its network has width {net.width} and {net.blocks} blocks, "
+                            f"this run's width {self.net.width} and {self.net.blocks}: give --width "
+                            f"{net.width} --blocks {net.blocks}")
+        self.net.load_state_dict(net.state_dict())
+        return {"model": str(path), "sha256": sha256_file(path), "style_name": meta["style_name"],
+                "steps": meta["steps"], "images_seen": meta["images_seen"]}
+
     def _refuse_to_overwrite(self) -> None:
         for name in (CHECKPOINT_NAME, MODEL_NAME):
             if (self.out / name).exists():
@@ -287,6 +310,7 @@ class Trainer:
             "steps": self.step,
             "images_seen": self.images_seen,
             "final_losses": final_losses,
+            "init_from": self.init_info,
             "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
             "world_size": self.world.size,
             "torch_version": torch.__version__,
@@ -321,6 +345,7 @@ class Trainer:
             "rng": self._rng_states(),
             "bad_examples": bad,
             "history": self.history,
+            "init_from": self.init_info,
         }, path)
         distributed.barrier(self.world)
         return path
@@ -336,6 +361,7 @@ class Trainer:
         self.position = Position(*ckpt.get("positions", [ckpt["position"]])[self.world.rank])
         self.bad_examples = dict(ckpt.get("bad_examples", {}))
         self.history = list(ckpt.get("history", []))
+        self.init_info = ckpt.get("init_from")
         rng = ckpt["rng"]
         torch.set_rng_state(rng["torch"])
         random.setstate((rng["python_version"], tuple(rng["python"]), rng["python_gauss"]))

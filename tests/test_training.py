@@ -158,3 +158,23 @@ def test_constant_lr_by_default(style_image, coco_folder, tmp_path):
     trainer = Trainer(tiny_config(style_image, coco_folder, tmp_path / "run", steps=3))
     trainer.run()
     assert [r["lr"] for r in trainer.history] == [1e-3] * 3
+
+
+def test_init_from_a_model_starts_from_its_network(style_image, coco_folder, tmp_path, tiny_model):
+    trainer = Trainer(tiny_config(style_image, coco_folder, tmp_path / "run", steps=2, init_from=str(tiny_model)))
+    start = load_model(tiny_model)[0].state_dict()
+    assert all(torch.equal(trainer.net.state_dict()[k], start[k]) for k in start)
+    trainer.run()
+    meta = read_metadata(tmp_path / "run" / "model.safetensors")
+    assert meta["init_from"]["model"] == str(tiny_model) and meta["init_from"]["images_seen"] == 4
+    assert meta["images_seen"] == 4 and len(meta["init_from"]["sha256"]) == 64
+    from fastnst.card import model_card
+
+    card = model_card(tmp_path / "run" / "model.safetensors", "t", "s", "public domain")
+    assert f"started from: the starry_night model `{tiny_model.name}`" in card
+    # a resumed run keeps the record; a network of another shape is refused with one line
+    resumed = Trainer(resume=str(tmp_path / "run" / "checkpoint.pt"), overrides={"steps": 3})
+    resumed.run()
+    assert read_metadata(tmp_path / "run" / "model.safetensors")["init_from"] == meta["init_from"]
+    with pytest.raises(UserError, match="give --width 8 --blocks 1"):
+        Trainer(tiny_config(style_image, coco_folder, tmp_path / "other", width=16, init_from=str(tiny_model)))
