@@ -217,6 +217,39 @@ def test_cuda_device_stream_matches_its_cpu_crops():
     assert torch.allclose(a, b, atol=1e-5)
 
 
+@cuda
+@pytest.mark.parametrize("compile", [False, True])
+def test_cuda_training_step_never_waits_for_the_host(objective, compile):
+    """The trainer's loop on the GPU (device data stream, optimised step, losses accumulated on the
+    device) runs without one host synchronisation: CUDA's sync debug mode turns any into an error."""
+    from fastnst.training import use_gpu_speedups
+
+    dev = torch.device("cuda")
+    torch._dynamo.reset()
+    o = copy.deepcopy(objective).to(dev)
+    net = TransformerNet().to(dev)
+    use_gpu_speedups(dev, net, o)
+    step = make_train_step(net, o, torch.optim.Adam(net.parameters(), 1e-3, fused=True), dev, compile=compile)
+    batches = iter(DeviceBatchStream(_packed_on(dev), 4, 64, seed=0))
+    for _ in range(3):  # warm-up: compiling, cuDNN autotuning and lazy initialisation may synchronise
+        step(next(batches).images)
+    torch.cuda.synchronize()
+    window = None
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            losses = step(next(batches).images)
+            window = losses if window is None else {k: window[k] + losses[k] for k in window}
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(window["total"]).item()
+
+
+def _packed_on(device):
+    images = torch.randint(0, 256, (12, 80, 80, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    return PackedImages(images.to(device), "12 random images")
+
+
 def test_moving_the_objective_moves_its_style_targets(objective):
     moved = copy.deepcopy(objective).to(torch.float64)
     assert all(g.dtype == torch.float64 for g in moved.style_grams.values())
