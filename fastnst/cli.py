@@ -165,8 +165,6 @@ def train(
         if style is None:
             raise UserError("--style is required (the style image to learn)")
         trainer = Trainer(TrainConfig(**values))
-    from fastnst import distributed
-
     cfg, main = trainer.config, trainer.world.is_main
     if main:
         ranks = f" x {trainer.world.size} processes" if trainer.world.distributed else ""
@@ -177,7 +175,7 @@ def train(
         with TrainProgress(trainer.total_steps() if main else 0, trainer.step) as progress:
             model = trainer.run(progress if main else None)
     finally:
-        distributed.shutdown(trainer.world)
+        trainer.close()
     if not main:
         return
     if trainer.bad_examples:
