@@ -152,8 +152,8 @@ def make_train_step(model: torch.nn.Module, objective: Objective, optimizer: tor
     def step(x: torch.Tensor, teacher=None) -> dict[str, torch.Tensor]:
         if cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
+        optimizer.zero_grad(set_to_none=True)  # before the forward: no gradient outlives its step
         losses = losses_of(x, teacher)
-        optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         optimizer.step()
         # A CUDA graph's outputs live in memory its next replay overwrites: keep copies.
