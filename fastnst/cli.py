@@ -152,8 +152,7 @@ def train(
                   content_layers=parse_layer_weights(content_layers) if content_layers else {},
                   style_layers=parse_layer_weights(style_layers) if style_layers else {},
                   lr=lr, lr_decay=lr_decay, loss_net=loss_net.value, vgg_weights=vgg_weights, width=width,
-                  blocks=blocks,
-                  device=device.value, checkpoint_every=checkpoint_every, sample_every=sample_every,
+                  blocks=blocks, device=device.value, checkpoint_every=checkpoint_every, sample_every=sample_every,
                   log_every=log_every, workers=workers, seed=seed, compile=compile,
                   teacher=str(teacher) if teacher else "", teacher_weight=teacher_weight,
                   init_from=init_from or "")

@@ -74,8 +74,8 @@ class TrainConfig:
     seed: int = 0
     compile: bool = True  # torch.compile the step on CUDA (a minute of compiling, then faster)
     teacher: str = ""  # a folder of Gatys-optimizer targets (fastnst optimize --content DIR)
-    init_from: str = ""  # start from this trained model's network (a continuation or a fine-tune)
     teacher_weight: float = 0.0
+    init_from: str = ""  # start from this trained model's network (a continuation or a fine-tune)
 
 
 class TrainingDiverged(RuntimeError):
