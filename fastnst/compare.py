@@ -100,7 +100,7 @@ def compare(contents: list[Path], model: str, out_dir: Path, style: Path | None 
                 on_row(row)
     report = {"model": str(stylizer.path), "backend": stylizer.backend, "style": stylizer.name,
               "device": str(torch_device), "machine": _machine(torch_device), "iterations": list(iterations),
-              "optimizer": "lbfgs (torch, strong Wolfe line search, history 50), init content",
+              "optimizer": "lbfgs (torch, no line search: one evaluation per iteration, history 50), init content",
               "network_timing": f"median of {runs} runs after a warm-up", "rows": rows}
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_json(report, out_dir / "report.json")

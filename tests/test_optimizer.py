@@ -100,3 +100,28 @@ def test_compare_bad_input(tiny_model, tmp_path):
     line = _one_line_error(fastnst("compare", tmp_path, "--model", tiny_model, "--out", tmp_path,
                                    "--sizes", "a,b"))
     assert "--sizes" in line
+
+
+def test_lbfgs_takes_back_a_step_that_leaves_the_finite_numbers(small_objective):
+    """Without a line search nothing bounds an L-BFGS step: one that yields NaN is undone and
+    L-BFGS starts afresh, and the optimisation goes on."""
+    obj, content = small_objective
+    calls = {"n": 0}
+    real = obj.forward_with_targets
+
+    def poisoned(output, feats):
+        terms = real(output, feats)
+        if output.requires_grad:
+            calls["n"] += 1
+            if calls["n"] == 3:  # a gradient of NaN: the step lands on NaN
+                terms = {**terms, "total": terms["total"] * float("nan")}
+        return terms
+
+    obj.forward_with_targets = poisoned
+    try:
+        result = gatys(obj, content, 8, "lbfgs", "content", record_at={0, 8})
+    finally:
+        del obj.forward_with_targets
+    j = {h["iteration"]: h["J"] for h in result.history}
+    assert calls["n"] == 8 and torch.isfinite(result.image).all()
+    assert j[8] < 0.8 * j[0], j
