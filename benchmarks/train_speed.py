@@ -44,24 +44,32 @@ from fastnst.training import make_train_step, resolve_device, use_gpu_speedups  
 DATA = ROOT.parent / "shared" / "data"
 FULL_RUN_IMAGES = 160_000
 
-# Cumulative: each variant adds one change to the one before. DEFAULT is what the trainer does on
-# CUDA; the variants after it are candidates, measured but not (yet) the default.
-FASTNST = dict(device_data=True, fastnst_step=True, bf16=True, autotune=True, channels_last=True,
-               batched_vgg=True, fused_adam=True, compile=True)
-VARIANTS = [
-    ("plain fp32 eager", dict()),
-    ("+ data on the device", dict(device_data=True)),
-    ("+ fastnst step (content to relu2_2, no loss read)", dict(device_data=True, fastnst_step=True)),
-    ("+ bf16 autocast", dict(device_data=True, fastnst_step=True, bf16=True)),
-    ("+ cuDNN autotune, TF32 matmul", dict(device_data=True, fastnst_step=True, bf16=True, autotune=True)),
-    ("+ channels-last", dict(device_data=True, fastnst_step=True, bf16=True, autotune=True, channels_last=True)),
-    ("+ content and output in one VGG forward",
-     dict(device_data=True, fastnst_step=True, bf16=True, autotune=True, channels_last=True, batched_vgg=True)),
-    ("+ fused Adam", dict(device_data=True, fastnst_step=True, bf16=True, autotune=True, channels_last=True,
-                          batched_vgg=True, fused_adam=True)),
-    ("+ torch.compile (fastnst default)", FASTNST),
-    ("+ CUDA graphs (compile mode reduce-overhead)", dict(FASTNST, cuda_graphs=True)),
+# Cumulative: each variant adds one change (a switch of `Bench.prepare`) to the one before. DEFAULT
+# is what the trainer does on CUDA; the variants after it are candidates, not (yet) the default.
+CHANGES = [
+    ("plain fp32 eager", None),
+    ("+ data on the device", "device_data"),
+    ("+ fastnst step (content to relu2_2, no loss read)", "fastnst_step"),
+    ("+ bf16 autocast", "bf16"),
+    ("+ cuDNN autotune, TF32 matmul", "autotune"),
+    ("+ channels-last", "channels_last"),
+    ("+ content and output in one VGG forward", "batched_vgg"),
+    ("+ fused Adam", "fused_adam"),
+    ("+ torch.compile (fastnst default)", "compile"),
+    ("+ CUDA graphs (compile mode reduce-overhead)", "cuda_graphs"),
 ]
+
+
+def cumulative(changes) -> list[tuple[str, dict]]:
+    """(name, the switches of this change and every one before it) for each change."""
+    variants, switches = [], {}
+    for name, switch in changes:
+        switches = {**switches, switch: True} if switch else {}
+        variants.append((name, switches))
+    return variants
+
+
+VARIANTS = cumulative(CHANGES)
 DEFAULT = "+ torch.compile (fastnst default)"
 # Process-wide switches some variants turn on: each run starts from PyTorch's defaults again.
 TORCH_DEFAULTS = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32,
@@ -71,22 +79,6 @@ TORCH_DEFAULTS = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.all
 def reset_torch_switches():
     (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32,
      torch.backends.cudnn.allow_tf32) = TORCH_DEFAULTS
-
-
-def apply_speedups(opts: dict, device, net, objective):
-    """The switches of `opts`; all of them together through the trainer's own use_gpu_speedups."""
-    if opts.get("autotune") and opts.get("channels_last") and opts.get("batched_vgg"):
-        use_gpu_speedups(device, net, objective)
-        return
-    if device.type != "cuda":
-        return
-    if opts.get("autotune"):
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    if opts.get("channels_last"):
-        net.to(memory_format=torch.channels_last)
-        objective.to(memory_format=torch.channels_last)
-    objective.batched_content = bool(opts.get("batched_vgg"))
 
 
 def plain_step(net, objective, optimizer, x):
@@ -164,7 +156,8 @@ class Bench:
         torch.manual_seed(0)
         objective = copy.deepcopy(self.objective)
         net = TransformerNet().to(device).train()
-        apply_speedups(opts, device, net, objective)
+        use_gpu_speedups(device, net, objective, autotune=opts.get("autotune", False),
+                         channels_last=opts.get("channels_last", False), batched_vgg=opts.get("batched_vgg", False))
         fused = opts.get("fused_adam", False) and device.type == "cuda"
         opt = torch.optim.Adam(net.parameters(), 1e-3, fused=fused)
         if opts.get("fastnst_step"):

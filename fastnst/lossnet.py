@@ -210,8 +210,6 @@ class VGGFeatures(nn.Module):
                     break
         return out
 
-
-
     def forward_pair(self, output: torch.Tensor, content: torch.Tensor, content_layers: list[str]):
         """(features of `output` at every requested layer, detached features of `content` at
         `content_layers`) from one batched forward: both halves go together as deep as the content

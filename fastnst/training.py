@@ -162,18 +162,21 @@ def make_train_step(model: torch.nn.Module, objective: Objective, optimizer: tor
     return step
 
 
-def use_gpu_speedups(device: torch.device, net: torch.nn.Module, objective: Objective) -> None:
-    """What the trainer does on CUDA besides bf16 autocast and torch.compile: channels-last
-    tensors (what the tensor-core convolutions want), one loss-network forward for output and
-    content, cuDNN autotuning, TF32 for what stays fp32."""
+def use_gpu_speedups(device: torch.device, net: torch.nn.Module, objective: Objective, autotune: bool = True,
+                     channels_last: bool = True, batched_vgg: bool = True) -> None:
+    """What the trainer does on CUDA besides bf16 autocast and torch.compile: cuDNN autotuning and
+    TF32 for what stays fp32, channels-last tensors (what the tensor-core convolutions want), one
+    loss-network forward for output and content. The trainer takes all; the benchmark one by one."""
     if device.type != "cuda":
         return
-    torch.backends.cudnn.benchmark = True
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-    net.to(memory_format=torch.channels_last)
-    objective.to(memory_format=torch.channels_last)
-    objective.batched_content = True
+    if autotune:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
+        objective.to(memory_format=torch.channels_last)
+    objective.batched_content = batched_vgg
 
 
 class Trainer:
