@@ -140,7 +140,9 @@ def test_single_bad_inputs_get_one_line_and_exit_2(tiny_onnx, tmp_path):
     foreign = tmp_path / "foreign.onnx"
     node = onnx.helper.make_node("Identity", ["x"], ["y"])
     vi = lambda n: onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1])  # noqa: E731
-    onnx.save(onnx.helper.make_model(onnx.helper.make_graph([node], "g", [vi("x")], [vi("y")])), foreign)
+    graph = onnx.helper.make_graph([node], "g", [vi("x")], [vi("y")])
+    # An opset and IR version every supported onnxruntime loads (onnx's defaults may be newer).
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=8), foreign)
     cases = [
         ([tmp_path / "missing.jpg", "--model", tiny_onnx], "missing.jpg: no such file"),
         ([text, "--model", tiny_onnx], "text.jpg: not an image file"),
