@@ -385,9 +385,12 @@ def compare(
     sizes: str = typer.Option("256,512", help="Long sides to compare at."),
     iterations: str = typer.Option("0,10,50,100,300,500", help="Optimizer iterations to record."),
     runs: int = typer.Option(5, min=1, max=100, help="Timed runs of the network (median)."),
+    init: str = typer.Option("noise,content", help="Starts of the optimizer: noise (white noise, Johnson 2016's "
+                                                   "protocol), content (the photo), or both."),
+    seed: int = typer.Option(0, min=0, help="Random seed of the noise start."),
     device: Device = typer.Option(Device.auto, help="auto picks CUDA when available."),
 ):
-    from fastnst.compare import SPEEDUP_AT, compare as run_compare
+    from fastnst.compare import INITS, SPEEDUP_AT, compare as run_compare
 
     def ints(text: str, name: str, low: int) -> tuple[int, ...]:
         try:
@@ -399,21 +402,27 @@ def compare(
         return values
 
     size_list, iteration_list = ints(sizes, "sizes", 16), ints(iterations, "iterations", 0)
+    inits = tuple(dict.fromkeys(v.strip() for v in init.split(",") if v.strip()))
+    if not inits or any(v not in INITS for v in inits):
+        raise UserError(f"--init {init!r}: choose noise, content or noise,content")
     for c in contents:
         if not c.is_file():
             raise UserError(f"{c}: no such file")
-    print(f"{'content':<18}{'size':>6}{'J network':>12}" + "".join(f"{'J@' + str(i):>11}" for i in iteration_list)
+    print(f"{'content':<18}{'size':>6}{'init':>9}{'J network':>12}"
+          + "".join(f"{'J@' + str(i):>11}" for i in iteration_list)
           + f"{'matched':>9}" + "".join(f"{'x' + str(n):>10}" for n in SPEEDUP_AT))
 
     def on_row(r):
-        matched = r["first_iteration_at_or_below_network"]
-        print(f"{Path(r['content']).stem[:17]:<18}{r['size']:>6}{r['network_J']:>12.4g}"
-              + "".join(f"{r['optimizer_J'][str(i)]:>11.4g}" for i in iteration_list)
-              + f"{'>' + str(max(iteration_list)) if matched is None else matched:>9}"
-              + "".join(f"{r['speedup'][str(n)]:>10.0f}" if str(n) in r["speedup"] else f"{'-':>10}"
-                        for n in SPEEDUP_AT), flush=True)
+        for start, o in r["starts"].items():
+            matched = o["first_iteration_at_or_below_network"]
+            print(f"{Path(r['content']).stem[:17]:<18}{r['size']:>6}{start:>9}{r['network_J']:>12.4g}"
+                  + "".join(f"{o['optimizer_J'][str(i)]:>11.4g}" for i in iteration_list)
+                  + f"{'>' + str(max(iteration_list)) if matched is None else matched:>9}"
+                  + "".join(f"{o['speedup'][str(n)]:>10.0f}" if str(n) in o["speedup"] else f"{'-':>10}"
+                            for n in SPEEDUP_AT), flush=True)
 
-    report = run_compare(contents, model, out, style, size_list, iteration_list, device.value, runs, on_row)
+    report = run_compare(contents, model, out, style, size_list, iteration_list, device.value, runs, on_row,
+                         inits, seed)
     print(f"{report['machine']}; network on {report['backend']}; wrote {out}/report.json, report.csv, "
           f"loss_vs_iterations.png, grid.png", file=sys.stderr)
 

@@ -5,6 +5,9 @@ needs to reach the network's J) and by time (Table 1: the network's one pass aga
 and 500 iterations). This reproduces both on the user's images and hardware. Both sides are
 scored by the same `Objective`, rebuilt from the model's metadata and the style Gram matrices it
 carries (or from --style).
+
+The optimizer runs from each start in `inits`: "noise" is Johnson et al.'s protocol (white
+noise, uniform in [0, 1], seeded), "content" the stronger start from the photo itself.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from fastnst.lossnet import VGGFeatures
 from fastnst.optimizer import gatys
 
 SPEEDUP_AT = (100, 300, 500)
+INITS = ("noise", "content")  # Johnson 2016's start first
 
 
 def objective_for(stylizer: Stylizer, style: Path | None, device: torch.device) -> Objective:
@@ -62,9 +66,13 @@ def time_network(stylizer: Stylizer, x: np.ndarray, runs: int = 5) -> tuple[np.n
 
 def compare(contents: list[Path], model: str, out_dir: Path, style: Path | None = None,
             sizes: tuple[int, ...] = (256, 512), iterations: tuple[int, ...] = (0, 10, 50, 100, 300, 500),
-            device: str = "auto", runs: int = 5, on_row=None) -> dict:
+            device: str = "auto", runs: int = 5, on_row=None, inits: tuple[str, ...] = INITS,
+            seed: int = 0) -> dict:
     from fastnst.training import resolve_device
 
+    bad = [i for i in inits if i not in INITS]
+    if bad or not inits:
+        raise UserError(f"--init {bad[0] if bad else ''!r}: choose from {', '.join(INITS)} (comma-separated)")
     torch_device = resolve_device(device)
     stylizer = Stylizer(model, device)
     objective = objective_for(stylizer, style, torch_device)
@@ -78,36 +86,50 @@ def compare(contents: list[Path], model: str, out_dir: Path, style: Path | None 
             net_out = torch.from_numpy(net_out).to(torch_device)
             with torch.no_grad():
                 net_terms = objective(net_out, content.to(torch_device))
-            result = gatys(objective, content.to(torch_device), max(iterations), "lbfgs", "content",
-                           record_at=set(iterations), record_all=True)
-            opt = {h["iteration"]: h for h in result.history}
             j_net = float(net_terms["total"])
-            # Figure 5's number: the first iteration (any, not only the recorded ones) at or below J_net
-            matched = next((h["iteration"] for h in result.history if h["J"] <= j_net), None)
             row = {
                 "content": str(content_path), "size": size, "height": content.shape[2], "width": content.shape[3],
                 "network_J": j_net, "network_seconds": net_seconds,
                 "network_terms": {k: float(v) for k, v in net_terms.items() if k != "total"},
-                "optimizer_J": {str(i): opt[i]["J"] for i in iterations},
-                "optimizer_seconds": {str(i): opt[i]["seconds"] for i in iterations},
-                "first_iteration_at_or_below_network": matched,
-                "optimizer_J_every_iteration": [h["J"] for h in result.history],
-                "speedup": {str(n): opt[n]["seconds"] / net_seconds for n in SPEEDUP_AT if n in opt},
+                "starts": {},
             }
+            snapshots = {}
+            for init in inits:
+                result = gatys(objective, content.to(torch_device), max(iterations), "lbfgs", init, seed=seed,
+                               record_at=set(iterations), record_all=True)
+                row["starts"][init] = _optimizer_record(result, iterations, j_net, net_seconds)
+                snapshots[init] = {i: result.snapshots[i].cpu() for i in iterations}
             rows.append(row)
-            images.append((content, net_out.cpu(), {i: result.snapshots[i].cpu() for i in iterations}))
+            images.append((content, net_out.cpu(), snapshots))
             if on_row:
                 on_row(row)
     report = {"model": str(stylizer.path), "backend": stylizer.backend, "style": stylizer.name,
               "device": str(torch_device), "machine": _machine(torch_device), "iterations": list(iterations),
-              "optimizer": "lbfgs (torch, no line search: one evaluation per iteration, history 50), init content",
+              "inits": list(inits), "seed": seed,
+              "optimizer": "lbfgs (torch, no line search: one evaluation per iteration, history 50); "
+                           "init noise: uniform [0, 1] white noise from the seed, init content: the photo; "
+                           "J of the clamped image",
               "network_timing": f"median of {runs} runs after a warm-up", "rows": rows}
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_json(report, out_dir / "report.json")
     _write_csv(rows, iterations, out_dir / "report.csv")
-    _plot(rows, iterations, out_dir / "loss_vs_iterations.png")
+    _plot(rows, out_dir / "loss_vs_iterations.png")
     _grid(images, style, iterations, out_dir / "grid.png")
     return report
+
+
+def _optimizer_record(result, iterations, j_net: float, net_seconds: float) -> dict:
+    """One start's numbers for a row: J and time at the recorded iterations, Figure 5's matched
+    iteration (the first iteration, any, at or below the network's J) and Table 1's speedups."""
+    opt = {h["iteration"]: h for h in result.history}
+    return {
+        "optimizer_J": {str(i): opt[i]["J"] for i in iterations},
+        "optimizer_seconds": {str(i): opt[i]["seconds"] for i in iterations},
+        "first_iteration_at_or_below_network": next((h["iteration"] for h in result.history if h["J"] <= j_net),
+                                                    None),
+        "optimizer_J_every_iteration": [h["J"] for h in result.history],
+        "speedup": {str(n): opt[n]["seconds"] / net_seconds for n in SPEEDUP_AT if n in opt},
+    }
 
 
 def _machine(device: torch.device) -> str:
@@ -126,38 +148,42 @@ def _write_json(report: dict, path: Path) -> None:
 
 
 def _write_csv(rows: list[dict], iterations, path: Path) -> None:
-    header = ["content", "size", "network_J", "network_seconds", "first_iteration_at_or_below_network"] + \
+    """One line per content image, size and start."""
+    header = ["content", "size", "init", "network_J", "network_seconds", "first_iteration_at_or_below_network"] + \
              [f"optimizer_J_{i}" for i in iterations] + [f"optimizer_seconds_{i}" for i in iterations] + \
              [f"speedup_over_{n}" for n in SPEEDUP_AT]
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
         for r in rows:
-            w.writerow([r["content"], r["size"], r["network_J"], r["network_seconds"],
-                        r["first_iteration_at_or_below_network"]] +
-                       [r["optimizer_J"][str(i)] for i in iterations] +
-                       [r["optimizer_seconds"][str(i)] for i in iterations] +
-                       [r["speedup"].get(str(n), "") for n in SPEEDUP_AT])
+            for init, o in r["starts"].items():
+                w.writerow([r["content"], r["size"], init, r["network_J"], r["network_seconds"],
+                            o["first_iteration_at_or_below_network"]] +
+                           [o["optimizer_J"][str(i)] for i in iterations] +
+                           [o["optimizer_seconds"][str(i)] for i in iterations] +
+                           [o["speedup"].get(str(n), "") for n in SPEEDUP_AT])
 
 
-def _plot(rows: list[dict], iterations, path: Path) -> None:
+def _plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    styles = {"noise": ":", "content": "-"}
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for k, r in enumerate(rows):
         color = f"C{k % 10}"
         label = f"{Path(r['content']).stem} {r['size']}px"
-        ax.plot(range(len(r["optimizer_J_every_iteration"])), r["optimizer_J_every_iteration"], "-", color=color,
-                label=f"optimizer, {label}")
+        for init, o in r["starts"].items():
+            every = o["optimizer_J_every_iteration"]
+            ax.plot(range(len(every)), every, styles[init], color=color, label=f"optimizer from {init}, {label}")
         ax.axhline(r["network_J"], color=color, linestyle="--", label=f"network, {label}")
     ax.set_xlabel("L-BFGS iterations")
     ax.set_ylabel("objective J")
     ax.set_yscale("log")
     ax.set_title("Gatys optimizer against the feed-forward network")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -166,7 +192,7 @@ def _plot(rows: list[dict], iterations, path: Path) -> None:
 
 def _grid(images, style: Path | None, iterations, path: Path, cell: int = 160) -> None:
     """A header row of labels, then one row per image and size: content, style, network output,
-    optimizer at each iteration. Without --style the model carries only the style's Gram matrices,
+    then the optimizer at each iteration from each start. Without --style the model carries only the style's Gram matrices,
     so the style cell says so instead of showing the image."""
     from PIL import ImageDraw
 
@@ -179,8 +205,10 @@ def _grid(images, style: Path | None, iterations, path: Path, cell: int = 160) -
         style_cell = Image.new("RGB", (cell, cell), (230, 230, 230))
         ImageDraw.Draw(style_cell).multiline_text((cell // 2, cell // 2), "style image\nnot given\n(--style)",
                                                   fill="black", anchor="mm", align="center")
-    labels = ["content", "style", "network"] + [f"L-BFGS {i}" for i in iterations]
-    rows = [[thumb(to_pil(c)), style_cell, thumb(to_pil(n))] + [thumb(to_pil(snaps[i])) for i in iterations]
+    inits = list(images[0][2])
+    labels = ["content", "style", "network"] + [f"{init} @{i}" for init in inits for i in iterations]
+    rows = [[thumb(to_pil(c)), style_cell, thumb(to_pil(n))] +
+            [thumb(to_pil(snaps[init][i])) for init in inits for i in iterations]
             for c, n, snaps in images]
     widths = [max(r[k].width for r in rows) for k in range(len(labels))]
     header = 20
