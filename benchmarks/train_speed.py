@@ -13,10 +13,14 @@ step), the rate the step achieves, and its fraction of the device's measured bf1
 rate; the time 160,000 images (Johnson 2016's budget) take at the measured rate. With --ablate,
 every change is measured on its own, added one at a time. Candidates (changes measured but not yet
 the trainer's default, such as CUDA graphs) are measured on CUDA with or without --ablate. With
---profile N, torch.profiler's table of what takes the time in N steps of the default loop.
+--profile N, torch.profiler's table of what takes the time in N steps of the default loop. With
+--styles N, the default loop training N styles at once (one network each, their outputs through
+the loss network as one batch, the content features computed once: `fastnst train --style a
+--style b ...`) against one style alone: images/s per style and the speedup over training the N
+styles one after another.
 
     python benchmarks/train_speed.py [--batch-sizes 4,16] [--image-size 256] [--steps 30] [--ablate]
-                                     [--profile STEPS]
+                                     [--profile STEPS] [--styles N]
 """
 
 from __future__ import annotations
@@ -39,10 +43,13 @@ from fastnst.images import load_rgb, resize_long_side, to_tensor  # noqa: E402
 from fastnst.losses import LossWeights, Objective, default_layer_weights  # noqa: E402
 from fastnst.lossnet import VGGFeatures  # noqa: E402
 from fastnst.network import TransformerNet  # noqa: E402
-from fastnst.training import make_train_step, resolve_device, use_gpu_speedups  # noqa: E402
+from fastnst.training import make_styles_step, resolve_device, use_gpu_speedups  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 FULL_RUN_IMAGES = 160_000
+# Public-domain styles, in the order --styles N takes them.
+STYLES = ["starry_night", "the_scream", "wave", "composition_vii", "shipwreck_of_the_minotaur", "tahiti_gauguin",
+          "vg_houses", "woman_with_hat_matisse"]
 
 # Cumulative: each variant adds one change (a switch of `Bench.prepare`) to the one before. DEFAULT
 # is what the trainer does on CUDA; the variants after it are candidates, not (yet) the default.
@@ -142,31 +149,41 @@ class Bench:
         self.args, self.device = args, device
         c, s = default_layer_weights("vgg19")
         self.objective = Objective(VGGFeatures("vgg19", "bundled", [*c, *s]), LossWeights(1, 1, 1, c, s)).to(device)
-        self.objective.set_style(to_tensor(resize_long_side(load_rgb(args.style), 512)).unsqueeze(0))
+        self.styles = [to_tensor(resize_long_side(load_rgb(path), 512)).unsqueeze(0)
+                       for path in [args.style, *[DATA / "styles" / f"{n}.jpg" for n in STYLES[1:args.styles]]]]
+        self.objective.set_style(self.styles[0])
         self.source = FolderSource(args.data)
         t = time.perf_counter()
         self.packed = PackedImages.decode(self.source, pack_size_for(args.image_size), device)
         self.decode_s = time.perf_counter() - t
 
-    def prepare(self, batch_size: int, opts: dict):
-        """A fresh network, optimizer and data stream with the switches of `opts`: (step, next_batch)."""
+    def prepare(self, batch_size: int, opts: dict, styles: int = 1):
+        """Fresh networks (one per style), optimizers and data stream with the switches of `opts`:
+        (step, next_batch)."""
         args, device = self.args, self.device
         torch._dynamo.reset()
         reset_torch_switches()
         torch.manual_seed(0)
         objective = copy.deepcopy(self.objective)
-        net = TransformerNet().to(device).train()
-        use_gpu_speedups(device, net, objective, autotune=opts.get("autotune", False),
-                         channels_last=opts.get("channels_last", False), batched_vgg=opts.get("batched_vgg", False))
+        objectives = [objective]
+        for style in self.styles[1:styles]:  # the trainer's objectives share one loss network
+            objectives.append(Objective(objective.lossnet, objective.weights).to(device))
+            objectives[-1].set_style(style)
+        nets = [TransformerNet().to(device).train() for _ in range(styles)]
+        for net, o in zip(nets, objectives):
+            use_gpu_speedups(device, net, o, autotune=opts.get("autotune", False),
+                             channels_last=opts.get("channels_last", False), batched_vgg=opts.get("batched_vgg", False))
         fused = opts.get("fused_adam", False) and device.type == "cuda"
-        opt = torch.optim.Adam(net.parameters(), 1e-3, fused=fused)
+        opts_ = [torch.optim.Adam(net.parameters(), 1e-3, fused=fused) for net in nets]
         if opts.get("fastnst_step"):
-            cpu = torch.device("cpu")  # make_train_step uses bf16 autocast on CUDA only
-            step = make_train_step(net, objective, opt, device if opts.get("bf16") else cpu,
-                                   compile=opts.get("compile", False),
-                                   compile_mode="reduce-overhead" if opts.get("cuda_graphs") else None)
+            cpu = torch.device("cpu")  # make_styles_step uses bf16 autocast on CUDA only
+            step = make_styles_step(nets, objectives, opts_, device if opts.get("bf16") else cpu,
+                                    compile=opts.get("compile", False),
+                                    compile_mode="reduce-overhead" if opts.get("cuda_graphs") else None)
         else:
-            step = lambda x: plain_step(net, objective, opt, x)  # noqa: E731
+            if styles != 1:
+                raise ValueError("the plain loop trains one style")
+            step = lambda x: plain_step(nets[0], objective, opts_[0], x)  # noqa: E731
         if opts.get("device_data"):
             batches = iter(DeviceBatchStream(self.packed, batch_size, args.image_size, seed=0))
             next_batch = lambda: next(batches).images  # noqa: E731
@@ -178,8 +195,8 @@ class Bench:
     def warmup(self, opts: dict) -> int:
         return self.args.warmup + (self.args.compile_warmup if opts.get("compile") else 0)
 
-    def run(self, batch_size: int, opts: dict) -> float:
-        step, next_batch = self.prepare(batch_size, opts)
+    def run(self, batch_size: int, opts: dict, styles: int = 1) -> float:
+        step, next_batch = self.prepare(batch_size, opts, styles)
         return measure(step, next_batch, self.device, self.warmup(opts), self.args.steps)
 
     def profile(self, batch_size: int, opts: dict, steps: int, rows: int) -> str:
@@ -212,6 +229,8 @@ def main():
                     help="also profile this many steps of the default loop (largest batch) and print the "
                          "operators and kernels that take the time")
     ap.add_argument("--profile-rows", type=int, default=30)
+    ap.add_argument("--styles", type=int, default=1, choices=range(1, len(STYLES) + 1), metavar="N",
+                    help=f"also measure N styles trained at once against one alone (N up to {len(STYLES)})")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--data", default=str(DATA / "coco"))
     ap.add_argument("--style", default=str(DATA / "styles" / "starry_night.jpg"))
@@ -256,6 +275,15 @@ def main():
         for name, _ in candidates:
             print(f"  candidate {name}: {plain / results[(b, name)]:.2f}x plain, "
                   f"{best / results[(b, name)]:.2f}x the default")
+    if args.styles > 1:
+        print(f"\n{args.styles} styles in one run ({', '.join(STYLES[:args.styles])}), {default[0]}:")
+        print(f"  {'batch':>6}{'s/step':>9}{'images/s per style':>20}{'one style alone':>17}"
+              f"{'per style vs alone':>20}{'all styles vs one after another':>33}")
+        for b in sizes:
+            sec = bench.run(b, default[1], args.styles)
+            alone = results[(b, default[0])]
+            print(f"  {b:>6}{sec:>9.4f}{b / sec:>20.1f}{b / alone:>17.1f}{alone / sec:>19.2f}x"
+                  f"{args.styles * alone / sec:>32.2f}x", flush=True)
     if args.profile:
         b = sizes[-1]
         print(f"\nprofile: {default[0]}, batch {b}, {args.profile} steps after warm-up")

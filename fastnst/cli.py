@@ -78,11 +78,15 @@ class TrainProgress:
     def __exit__(self, *exc):
         self.progress.__exit__(*exc)
 
-    def update(self, step: int, r: dict) -> None:
-        teacher = f" teacher {r['teacher']:.3g}" if "teacher" in r else ""
-        j = r["total"] - r.get("teacher", 0.0)  # J is the objective; the teacher term is extra
-        text = (f"J {j:.4g} (content {r['content']:.3g} style {r['style']:.3g} tv {r['tv']:.3g}{teacher}) "
-                f"{r['images_per_s']:.1f} img/s")
+    def update(self, step: int, records: list[dict], names: list[str]) -> None:
+        r = records[0]
+        if len(records) == 1:
+            teacher = f" teacher {r['teacher']:.3g}" if "teacher" in r else ""
+            j = r["total"] - r.get("teacher", 0.0)  # J is the objective; the teacher term is extra
+            text = f"J {j:.4g} (content {r['content']:.3g} style {r['style']:.3g} tv {r['tv']:.3g}{teacher})"
+        else:
+            text = "J " + ", ".join(f"{name} {rec['total']:.4g}" for name, rec in zip(names, records))
+        text += f" {r['images_per_s']:.1f} img/s"
         self.progress.update(self.task, completed=step, losses=text)
         if not self.live and (step - self.last_line >= 100 or step == self.total):
             total = f"/{self.total}" if self.total else ""
@@ -96,11 +100,14 @@ class TrainProgress:
 @app.command(help="Train a feed-forward style network on a folder of images or a Hugging Face data set.")
 def train(
     ctx: typer.Context,
-    style: Optional[Path] = typer.Option(None, help="Style image (required unless --resume)."),
+    style: Optional[list[Path]] = typer.Option(None, help="Style image, or a folder of them (required unless "
+                                                          "--resume). Give it several times to train one "
+                                                          "network per style in one run."),
     data: str = typer.Option("hf:detection-datasets/coco:train",
                              help="Training images: a folder (searched recursively), hf:NAME[:SPLIT], or a "
                                   "pack file from `fastnst pack` (kept on the GPU; on CUDA a folder is too)."),
-    out: Optional[Path] = typer.Option(None, help="Output folder [default: runs/<style name>]."),
+    out: Optional[Path] = typer.Option(None, help="Output folder [default: runs/<style name>; with several "
+                                                  "styles runs/<name>+<name>..., a subfolder per style]."),
     steps: Optional[int] = typer.Option(None, min=1, help="Training steps [default: 40000 unless --epochs]."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Passes over the data (instead of --steps)."),
     batch_size: int = typer.Option(4, min=1, help="Images per step and process (under torchrun the global "
@@ -108,7 +115,8 @@ def train(
     image_size: int = typer.Option(256, min=16, max=4096, help="Side of the square training crops."),
     style_size: int = typer.Option(512, min=16, max=8192, help="Long side the style image is resized to."),
     content_weight: float = typer.Option(1.0, min=0.0, help="Weight of the content loss."),
-    style_weight: float = typer.Option(1.0, min=0.0, help="Weight of the style loss."),
+    style_weight: Optional[list[float]] = typer.Option(None, min=0.0, help="Weight of the style loss [default: 1]: "
+                                                                         "one for all styles, or one per style."),
     tv_weight: float = typer.Option(1.0, min=0.0, help="Weight of the total-variation loss."),
     content_layers: Optional[str] = typer.Option(None, help="Content layers and weights, e.g. 'relu2_2:1e-5' "
                                                             "[default: see README]."),
@@ -135,9 +143,10 @@ def train(
     teacher: Optional[Path] = typer.Option(None, help="A teacher folder (`fastnst optimize --content DIR --out "
                                                       "TEACHER`): also pull outputs towards its targets."),
     teacher_weight: float = typer.Option(0.0, min=0.0, help="Weight of the teacher's pixel MSE loss."),
-    init_from: Optional[str] = typer.Option(None, help="Start from a trained model's network (a .safetensors file "
-                                                       "or a shipped name): to continue or fine-tune it. Adam "
-                                                       "and the data order start afresh."),
+    init_from: Optional[list[str]] = typer.Option(None, help="Start from a trained model's network (a .safetensors "
+                                                             "file or a shipped name): to continue or fine-tune "
+                                                             "it; one per style. Adam and the data order start "
+                                                             "afresh."),
 ):
     from fastnst.losses import parse_layer_weights
     from fastnst.training import Trainer, TrainConfig
@@ -146,33 +155,35 @@ def train(
         source = ctx.get_parameter_source(name)
         return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
-    values = dict(style=str(style) if style else None, data=data, out=str(out) if out else "", steps=steps,
+    styles = style_images(style or [])
+    weights = style_weight or [1.0]
+    values = dict(style=styles[0] if len(styles) == 1 else styles, data=data, out=str(out) if out else "", steps=steps,
                   epochs=epochs, batch_size=batch_size, image_size=image_size, style_size=style_size,
-                  content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
-                  content_layers=parse_layer_weights(content_layers) if content_layers else {},
+                  content_weight=content_weight, style_weight=weights[0] if len(weights) == 1 else weights,
+                  tv_weight=tv_weight, content_layers=parse_layer_weights(content_layers) if content_layers else {},
                   style_layers=parse_layer_weights(style_layers) if style_layers else {},
                   lr=lr, lr_decay=lr_decay, loss_net=loss_net.value, vgg_weights=vgg_weights, width=width,
                   blocks=blocks, device=device.value, checkpoint_every=checkpoint_every, sample_every=sample_every,
                   log_every=log_every, workers=workers, seed=seed, compile=compile,
                   teacher=str(teacher) if teacher else "", teacher_weight=teacher_weight,
-                  init_from=init_from or "")
+                  init_from=(init_from[0] if len(init_from) == 1 else init_from) if init_from else "")
     if steps is not None and epochs is not None:
         raise UserError("give --steps or --epochs, not both")
     if resume is not None:
         trainer = Trainer(resume=str(resume), overrides={k: v for k, v in values.items() if given(k)})
     else:
-        if style is None:
+        if not styles:
             raise UserError("--style is required (the style image to learn)")
         trainer = Trainer(TrainConfig(**values))
     cfg, main = trainer.config, trainer.world.is_main
     if main:
         ranks = f" x {trainer.world.size} processes" if trainer.world.distributed else ""
-        print(f"training {Path(cfg.style).stem} on {trainer.source.description}, {trainer.device}, "
+        print(f"training {', '.join(s.name for s in trainer.styles)} on {trainer.source.description}, {trainer.device}, "
               f"batch {cfg.batch_size}{ranks} at {cfg.image_size}px, from step {trainer.step}; writing to "
               f"{trainer.out}", file=sys.stderr)
     try:
         with TrainProgress(trainer.total_steps() if main else 0, trainer.step) as progress:
-            model = trainer.run(progress if main else None)
+            trainer.run(progress if main else None)
     finally:
         trainer.close()
     if not main:
@@ -180,9 +191,26 @@ def train(
     if trainer.bad_examples:
         print(f"skipped {len(trainer.bad_examples)} unreadable training image(s); "
               f"first: {next(iter(trainer.bad_examples))}", file=sys.stderr)
-    final = trainer.history[-1] if trainer.history else {}
-    print(f"wrote {model} (step {trainer.step}, final J {final.get('total', float('nan')):.4g}); "
-          f"samples in {trainer.out / 'samples'}", file=sys.stderr)
+    for run in trainer.styles:
+        final = run.history[-1] if run.history else {}
+        print(f"wrote {run.model_path} (step {trainer.step}, final J {final.get('total', float('nan')):.4g}); "
+              f"samples in {run.out / 'samples'}", file=sys.stderr)
+
+
+def style_images(paths: list[Path]) -> list[str]:
+    """--style values: image files, and folders of them (their images, in order)."""
+    from fastnst.data import list_images
+
+    out = []
+    for path in paths:
+        if path.is_dir():
+            found = list_images(path)
+            if not found:
+                raise UserError(f"{path}: no style images found in this folder")
+            out += [str(p) for p in found]
+        else:
+            out.append(str(path))
+    return out
 
 
 @app.command(help="Decode a folder or Hugging Face data set once into a pack file of uint8 centre squares, "

@@ -159,6 +159,29 @@ class Objective(nn.Module):
         return self.terms(self.lossnet(output), content_feats, output)
 
 
+def joint_terms(objectives: list[Objective], outputs: list[torch.Tensor],
+                content: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """Each objective's terms for its own output against the one content batch: several styles
+    trained together. The objectives share one loss network and its layers, so the content's
+    features are computed once and all outputs go through the loss network as one batch (with
+    `batched_content`, the content too). With one objective this is exactly `Objective.forward`."""
+    first = objectives[0]
+    if any(o.lossnet is not first.lossnet or o.content_layers.keys() != first.content_layers.keys()
+           for o in objectives):
+        raise ValueError("joint_terms needs objectives that share one loss network and its layers")
+    if not all(o.style_grams for o in objectives):
+        raise RuntimeError("Objective.set_style must be called first")
+    joined = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+    if first.batched_content:
+        feats, content_feats = first.lossnet.forward_pair(joined, content, list(first.content_layers))
+    else:
+        feats, content_feats = first.lossnet(joined), first.content_targets(content)
+    b = content.shape[0]
+    return [o.terms({l: f[i * b:(i + 1) * b] for l, f in feats.items()} if len(outputs) > 1 else feats,
+                    content_feats, y)
+            for i, (o, y) in enumerate(zip(objectives, outputs))]
+
+
 def default_layer_weights(arch: str, convention: str = "caffe") -> tuple[dict[str, float], dict[str, float]]:
     """Default (content, style) layer weights for a loss network and its input convention."""
     d = DEFAULT_LAYERS[arch]

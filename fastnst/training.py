@@ -1,5 +1,10 @@
 """The training loop: Adam on the transformer network against the perceptual objective.
 
+A run trains one network per style image: with several styles they share one data stream, the
+content features of each batch are computed once, and all the styles' outputs go through the loss
+network as one batch. Each style's network, Adam and loss are its own, so each equals the network
+of a run of that style alone with the same seed.
+
 Everything a run needs is in `TrainConfig`, recorded in every checkpoint and in the model's
 metadata. Checkpoints hold the network, the optimizer, the step, the data stream position and
 every random state, and are written atomically, so `--resume` continues exactly where a run
@@ -29,13 +34,14 @@ from fastnst.data import (BatchStream, DeviceBatchStream, PackedImages, Position
 from fastnst.errors import UserError
 from fastnst.files import atomic_path, sha256_file
 from fastnst.images import load_rgb, resize_long_side, save_image_atomic, to_pil, to_tensor
-from fastnst.losses import LossWeights, Objective, default_layer_weights
+from fastnst.losses import LossWeights, Objective, default_layer_weights, joint_terms
 from fastnst.lossnet import VGGFeatures
 from fastnst.modelfile import save_model
 from fastnst.network import TransformerNet
 from fastnst.teacher import TeacherPairs, teacher_loss
 
 CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_FORMAT = "fastnst-checkpoint-2"  # -1 held one style's network, optimizer and history at the top level
 MODEL_NAME = "model.safetensors"
 DEFAULT_STEPS = 40_000  # 160k images at batch 4: Johnson 2016's budget (two epochs of COCO)
 DEFAULT_DATA = "hf:detection-datasets/coco:train"
@@ -47,7 +53,9 @@ RESUMABLE_OVERRIDES = ("steps", "epochs", "lr_decay", "out", "device", "workers"
 
 @dataclass
 class TrainConfig:
-    style: str
+    # One style image (a path), or several (a list: one network each, trained together); likewise
+    # style_weight and init_from take one value for all styles or a list of one per style.
+    style: str | list[str]
     data: str = DEFAULT_DATA
     out: str = ""
     steps: int | None = None
@@ -56,7 +64,7 @@ class TrainConfig:
     image_size: int = 256
     style_size: int = 512
     content_weight: float = 1.0
-    style_weight: float = 1.0
+    style_weight: float | list[float] = 1.0
     tv_weight: float = 1.0
     content_layers: dict[str, float] = field(default_factory=dict)
     style_layers: dict[str, float] = field(default_factory=dict)
@@ -75,7 +83,24 @@ class TrainConfig:
     compile: bool = True  # torch.compile the step on CUDA (a minute of compiling, then faster)
     teacher: str = ""  # a folder of Gatys-optimizer targets (fastnst optimize --content DIR)
     teacher_weight: float = 0.0
-    init_from: str = ""  # start from this trained model's network (a continuation or a fine-tune)
+    init_from: str | list[str] = ""  # start from this trained model's network (a continuation or a fine-tune)
+
+    @property
+    def styles(self) -> list[str]:
+        return [self.style] if isinstance(self.style, str) else list(self.style)
+
+    def per_style(self, name: str) -> list:
+        """The value of a per-style setting for each style: one value for all, or one each."""
+        value, n = getattr(self, name), len(self.styles)
+        values = list(value) if isinstance(value, (list, tuple)) else [value] * n
+        if len(values) != n:
+            raise UserError(f"--{name.replace('_', '-')}: give one value, or one per style ({n}), not {len(values)}")
+        return values
+
+    def for_style(self, i: int) -> dict:
+        """The configuration of style i alone: what its model's metadata records."""
+        return {**dataclasses.asdict(self), "style": self.styles[i], "style_weight": self.per_style("style_weight")[i],
+                "init_from": self.per_style("init_from")[i]}
 
 
 class TrainingDiverged(RuntimeError):
@@ -113,8 +138,10 @@ def load_checkpoint(path: str | Path) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise UserError(f"{path}: not a readable fastnst checkpoint ({e.__class__.__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "fastnst-checkpoint-1":
+    if not isinstance(ckpt, dict) or ckpt.get("format") not in ("fastnst-checkpoint-1", CHECKPOINT_FORMAT):
         raise UserError(f"{path}: not a fastnst training checkpoint")
+    if ckpt["format"] == "fastnst-checkpoint-1":  # one style, its state at the top level
+        ckpt["styles"] = [{k: ckpt.get(k) for k in ("network", "optimizer", "history", "init_from")}]
     return ckpt
 
 
@@ -125,41 +152,53 @@ def autocast_for(device: torch.device):
     return torch.autocast(device.type, enabled=False)
 
 
-def make_train_step(model: torch.nn.Module, objective: Objective, optimizer: torch.optim.Optimizer,
-                    device: torch.device, compile: bool = False, compile_backend: str = "inductor",
-                    teacher_weight: float = 0.0, compile_mode: str | None = None):
-    """The training step: step(x) optimises on a batch x (Bx3xHxW in [0, 1]) and returns the
-    detached loss terms without reading them (reading forces a host sync). With `compile`, the
-    forward (network, loss network, losses) goes through torch.compile; backward follows it.
-    `compile_mode` is torch.compile's mode: "reduce-overhead" also replays forward and backward
-    as CUDA graphs (a candidate measured by benchmarks/train_speed.py, not the trainer's default).
-    step(x, (content, target)) adds teacher_weight x the pixel MSE of the network's output on
+def make_styles_step(models: list[torch.nn.Module], objectives: list[Objective],
+                     optimizers: list[torch.optim.Optimizer], device: torch.device, compile: bool = False,
+                     compile_backend: str = "inductor", teacher_weight: float = 0.0, compile_mode: str | None = None):
+    """The training step of one network per style: step(x) optimises every network on the batch x
+    (Bx3xHxW in [0, 1]) and returns each style's detached loss terms without reading them (reading
+    forces a host sync). The styles' losses are summed for one backward: each network's gradient
+    is that of its own loss. With `compile`, the forward (networks, loss network, losses) goes
+    through torch.compile; backward follows it. `compile_mode` is torch.compile's mode:
+    "reduce-overhead" also replays forward and backward as CUDA graphs (a candidate measured by
+    benchmarks/train_speed.py, not the trainer's default).
+    step(x, (content, target)) adds teacher_weight x the pixel MSE of the (one) network's output on
     a teacher batch against the optimizer's targets (term "teacher"; "total" includes it)."""
     autocast = autocast_for(device)
 
-    def losses_of(x: torch.Tensor, teacher=None) -> dict[str, torch.Tensor]:
+    def losses_of(x: torch.Tensor, teacher=None) -> list[dict[str, torch.Tensor]]:
         with autocast:
-            losses = objective(model(x), x)
+            losses = joint_terms(objectives, [m(x) for m in models], x)
             if teacher is not None:
-                t = teacher_weight * teacher_loss(model(teacher[0]), teacher[1])
-                losses = {**losses, "teacher": t, "total": losses["total"] + t}
+                t = teacher_weight * teacher_loss(models[0](teacher[0]), teacher[1])
+                losses[0] = {**losses[0], "teacher": t, "total": losses[0]["total"] + t}
             return losses
 
     cuda_graphs = compile and compile_mode == "reduce-overhead" and device.type == "cuda"
     if compile:
         losses_of = torch.compile(losses_of, backend=compile_backend, mode=compile_mode)
 
-    def step(x: torch.Tensor, teacher=None) -> dict[str, torch.Tensor]:
+    def step(x: torch.Tensor, teacher=None) -> list[dict[str, torch.Tensor]]:
         if cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
-        optimizer.zero_grad(set_to_none=True)  # before the forward: no gradient outlives its step
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)  # before the forward: no gradient outlives its step
         losses = losses_of(x, teacher)
-        losses["total"].backward()
-        optimizer.step()
+        sum(l["total"] for l in losses).backward()
+        for optimizer in optimizers:
+            optimizer.step()
         # A CUDA graph's outputs live in memory its next replay overwrites: keep copies.
-        return {k: v.detach().float().clone() if cuda_graphs else v.detach().float() for k, v in losses.items()}
+        return [{k: v.detach().float().clone() if cuda_graphs else v.detach().float() for k, v in l.items()}
+                for l in losses]
 
     return step
+
+
+def make_train_step(model: torch.nn.Module, objective: Objective, optimizer: torch.optim.Optimizer,
+                    device: torch.device, **options):
+    """make_styles_step for one network: step(x) returns its detached loss terms."""
+    step = make_styles_step([model], [objective], [optimizer], device, **options)
+    return lambda x, teacher=None: step(x, teacher)[0]
 
 
 def use_gpu_speedups(device: torch.device, net: torch.nn.Module, objective: Objective, autotune: bool = True,
@@ -179,8 +218,32 @@ def use_gpu_speedups(device: torch.device, net: torch.nn.Module, objective: Obje
     objective.batched_content = batched_vgg
 
 
+@dataclass
+class StyleRun:
+    """One style of a run: its image, objective, network, Adam, training curve and files."""
+    name: str
+    image: Path
+    sha256: str
+    out: Path  # the run's folder for a single style; a subfolder per style otherwise
+    objective: Objective
+    net: TransformerNet
+    optimizer: torch.optim.Optimizer
+    model: torch.nn.Module  # the network, or its DDP wrapper under torchrun
+    init_info: dict | None = None
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def model_path(self) -> Path:
+        return self.out / MODEL_NAME
+
+
+def default_run_folder(names: list[str]) -> Path:
+    return Path("runs") / ("+".join(names) if len(names) <= 3 else f"{names[0]}+{len(names) - 1}-more")
+
+
 class Trainer:
-    """One training run. `run()` trains to the end and returns the model file's path."""
+    """One training run of one network per style. `run()` trains to the end and returns the model
+    files' paths, one per style."""
 
     def __init__(self, config: TrainConfig | None = None, resume: str | None = None,
                  overrides: dict | None = None):
@@ -197,9 +260,19 @@ class Trainer:
             c, s = default_layer_weights(cfg.loss_net, convention)
             cfg.content_layers = cfg.content_layers or c
             cfg.style_layers = cfg.style_layers or s
-        self.out = Path(cfg.out or Path("runs") / Path(cfg.style).stem)
+        images = [Path(p) for p in cfg.styles]
+        names = [p.stem for p in images]
+        twice = next((n for n in names if names.count(n) > 1), None)
+        if twice:
+            raise UserError(f"two style images are named {twice!r}: each style's model is named after its "
+                            f"image, so rename one")
+        style_weights, inits = cfg.per_style("style_weight"), cfg.per_style("init_from")
+        self.out = Path(cfg.out or default_run_folder(names))
+        outs = [self.out] if len(names) == 1 else [self.out / n for n in names]
         if ckpt is None:
-            self._refuse_to_overwrite()
+            self._refuse_to_overwrite(outs)
+        if cfg.teacher and len(names) > 1:
+            raise UserError("--teacher works with one --style: its targets were made for one style image")
         device = resolve_device(cfg.device)
         self.world = distributed.init(device.type)
         self.device = distributed.device_for(self.world, device)
@@ -208,36 +281,39 @@ class Trainer:
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
 
-        style_path = Path(cfg.style)
-        style_img = resize_long_side(load_rgb(style_path), cfg.style_size)
-        self.style_sha256 = sha256_file(style_path)
+        style_images = [resize_long_side(load_rgb(p), cfg.style_size) for p in images]
         self.source = open_training_data(cfg.data, self.device, cfg.image_size, cfg.workers)
-
         lossnet = VGGFeatures(cfg.loss_net, cfg.vgg_weights, [*cfg.content_layers, *cfg.style_layers])
-        weights = LossWeights(cfg.content_weight, cfg.style_weight, cfg.tv_weight,
-                              dict(cfg.content_layers), dict(cfg.style_layers))
-        self.objective = Objective(lossnet, weights).to(self.device)
-        self.objective.set_style(to_tensor(style_img).unsqueeze(0))
+        # Every style's network starts from the same random state: the network of that style alone.
+        net_rng = torch.get_rng_state()
+        self.styles: list[StyleRun] = []
+        for name, image, style_image, weight, init_from, out in zip(names, images, style_images, style_weights,
+                                                                     inits, outs):
+            objective = Objective(lossnet, LossWeights(cfg.content_weight, weight, cfg.tv_weight,
+                                                       dict(cfg.content_layers), dict(cfg.style_layers)))
+            objective = objective.to(self.device)
+            objective.set_style(to_tensor(style_image).unsqueeze(0))
+            torch.set_rng_state(net_rng)
+            net = TransformerNet(cfg.width, cfg.blocks).to(self.device)
+            # A resumed run's networks come from its checkpoint, which also keeps where they started from.
+            init_info = self._start_from(net, init_from) if init_from and ckpt is None else None
+            use_gpu_speedups(self.device, net, objective)
+            # Under torchrun, DDP averages the gradients of the ranks; net stays the plain network.
+            model = net
+            if self.world.distributed:
+                from torch.nn.parallel import DistributedDataParallel
 
-        self.net = TransformerNet(cfg.width, cfg.blocks).to(self.device)
-        # A resumed run's network comes from its checkpoint, which also keeps where it started from.
-        self.init_info = self._start_from(cfg.init_from) if cfg.init_from and ckpt is None else None
-        use_gpu_speedups(self.device, self.net, self.objective)
-        # Under torchrun, DDP averages the gradients of the ranks; self.net stays the plain network.
-        self.model = self.net
-        if self.world.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.model = DistributedDataParallel(
-                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        # Fused Adam: one kernel for all parameters instead of several per parameter.
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, fused=self.device.type == "cuda")
+                model = DistributedDataParallel(
+                    net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            # Fused Adam: one kernel for all parameters instead of several per parameter.
+            optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, fused=self.device.type == "cuda")
+            self.styles.append(StyleRun(name, image, sha256_file(image), out, objective, net, optimizer, model,
+                                        init_info))
         if cfg.lr_decay and self.total_steps() is None:
             raise UserError("--lr-decay needs a known length: give --steps (a streamed data set's epochs "
                             "have no known number of steps)")
         self.step, self.position, self.images_seen = 0, Position(), 0
         self.bad_examples: dict[str, str] = {}
-        self.history: list[dict] = []
         if ckpt is not None:
             self._restore(ckpt)
         self.teacher = None
@@ -245,7 +321,7 @@ class Trainer:
             if cfg.teacher_weight <= 0:
                 raise UserError("--teacher needs a --teacher-weight above 0")
             self.teacher = TeacherPairs(cfg.teacher, self.device)
-            if self.teacher.style_sha256 != self.style_sha256:
+            if self.teacher.style_sha256 != self.styles[0].sha256:
                 raise UserError(f"{cfg.teacher}: its targets were made for another style image "
                                 f"({self.teacher.manifest['style']})")
         elif cfg.teacher_weight:
@@ -253,14 +329,16 @@ class Trainer:
         if isinstance(self.source, PackedImages):
             self.bad_examples.update(self.source.bad)
         if self.world.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
+            for style in self.styles:
+                style.out.mkdir(parents=True, exist_ok=True)
             self.sample_inputs = load_fixed_images(self.source, 4, cfg.image_size)
 
     def close(self) -> None:
-        """Leave the process group under torchrun. The DDP wrapper holds the group: drop it first,
+        """Leave the process group under torchrun. The DDP wrappers hold the group: drop them first,
         so the group and its threads are torn down here and not during interpreter exit, where gloo
         aborted a finished rank about once in 30 runs ("terminate called without an active exception")."""
-        self.model = self.net
+        for style in self.styles:
+            style.model = style.net
         gc.collect()
         distributed.shutdown(self.world)
 
@@ -281,8 +359,10 @@ class Trainer:
                 setattr(cfg, name, value)
         return cfg
 
-    def _start_from(self, model: str) -> dict:
-        """Load a trained model's network weights (Adam starts afresh); -> what the metadata records."""
+    @staticmethod
+    def _start_from(net: TransformerNet, model: str) -> dict:
+        """Load a trained model's network weights into `net` (Adam starts afresh); -> what the
+        metadata records."""
         from fastnst.inference import model_sibling, resolve_model
         from fastnst.modelfile import load_model
 
@@ -292,37 +372,42 @@ class Trainer:
             if not path.is_file():
                 raise UserError(f"--init-from {model}: needs the model's .safetensors file ({path} not found); "
                                 f"an ONNX file holds no trainable network")
-        net, meta, _ = load_model(path)
-        if net.config() != self.net.config():
-            raise UserError(f"--init-from {path}: its network has width {net.width} and {net.blocks} blocks, "
-                            f"this run's width {self.net.width} and {self.net.blocks}: give --width "
-                            f"{net.width} --blocks {net.blocks}")
-        self.net.load_state_dict(net.state_dict())
+        trained, meta, _ = load_model(path)
+        if trained.config() != net.config():
+            raise UserError(f"--init-from {path}: its network has width {trained.width} and {trained.blocks} "
+                            f"blocks, this run's width {net.width} and {net.blocks}: give --width "
+                            f"{trained.width} --blocks {trained.blocks}")
+        net.load_state_dict(trained.state_dict())
         return {"model": str(path), "sha256": sha256_file(path), "style_name": meta["style_name"],
                 "steps": meta["steps"], "images_seen": meta["images_seen"]}
 
-    def _refuse_to_overwrite(self) -> None:
-        for name in (CHECKPOINT_NAME, MODEL_NAME):
-            if (self.out / name).exists():
-                raise UserError(f"{self.out / name} exists: resume with --resume {self.out / CHECKPOINT_NAME} "
+    def _refuse_to_overwrite(self, outs: list[Path]) -> None:
+        if self.out.exists() and not self.out.is_dir():
+            raise UserError(f"{self.out}: --out must be a folder, and this is a file")
+        for path in [self.out / CHECKPOINT_NAME] + [out / MODEL_NAME for out in outs]:
+            if path.exists():
+                raise UserError(f"{path} exists: resume with --resume {self.out / CHECKPOINT_NAME} "
                                 f"or choose another --out")
 
-    def metadata(self, final_losses: dict | None) -> dict:
-        cfg = self.config
+    def metadata(self, i: int, final_losses: dict | None) -> dict:
+        """What style i's model file records: how it was made, as if it had been trained alone."""
+        cfg, style = self.config, self.styles[i]
+        loss_config = cfg.for_style(i)
         return {
             "fastnst_version": fastnst.__version__,
-            "style_name": Path(cfg.style).stem,
-            "style_sha256": self.style_sha256,
+            "style_name": style.name,
+            "style_sha256": style.sha256,
             "data": self.source.description,
-            "loss_network": self.objective.lossnet.describe(),
-            "loss": {"content_weight": cfg.content_weight, "style_weight": cfg.style_weight,
+            "loss_network": style.objective.lossnet.describe(),
+            "loss": {"content_weight": cfg.content_weight, "style_weight": loss_config["style_weight"],
                      "tv_weight": cfg.tv_weight, "content_layers": cfg.content_layers,
                      "style_layers": cfg.style_layers},
-            "config": dataclasses.asdict(cfg),
+            "config": loss_config,
+            "trained_with": [s.name for s in self.styles] if len(self.styles) > 1 else None,
             "steps": self.step,
             "images_seen": self.images_seen,
             "final_losses": final_losses,
-            "init_from": self.init_info,
+            "init_from": style.init_info,
             "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
             "world_size": self.world.size,
             "torch_version": torch.__version__,
@@ -344,7 +429,7 @@ class Trainer:
             distributed.barrier(self.world)
             return path
         atomic_torch_save({
-            "format": "fastnst-checkpoint-1",
+            "format": CHECKPOINT_FORMAT,
             "fastnst_version": fastnst.__version__,
             "config": dataclasses.asdict(self.config),
             "step": self.step,
@@ -352,19 +437,20 @@ class Trainer:
             "position": positions[0],
             "positions": positions,
             "world_size": self.world.size,
-            "network": self.net.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "styles": [{"name": s.name, "network": s.net.state_dict(), "optimizer": s.optimizer.state_dict(),
+                        "history": s.history, "init_from": s.init_info} for s in self.styles],
             "rng": self._rng_states(),
             "bad_examples": bad,
-            "history": self.history,
-            "init_from": self.init_info,
         }, path)
         distributed.barrier(self.world)
         return path
 
     def _restore(self, ckpt: dict) -> None:
-        self.net.load_state_dict(ckpt["network"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        for style, saved in zip(self.styles, ckpt["styles"]):
+            style.net.load_state_dict(saved["network"])
+            style.optimizer.load_state_dict(saved["optimizer"])
+            style.history = list(saved.get("history", []))
+            style.init_info = saved.get("init_from")
         self.step, self.images_seen = ckpt["step"], ckpt["images_seen"]
         saved_world = ckpt.get("world_size", 1)
         if saved_world != self.world.size:
@@ -372,8 +458,6 @@ class Trainer:
                             f"number (now {self.world.size}), so every rank continues its own part of the data")
         self.position = Position(*ckpt.get("positions", [ckpt["position"]])[self.world.rank])
         self.bad_examples = dict(ckpt.get("bad_examples", {}))
-        self.history = list(ckpt.get("history", []))
-        self.init_info = ckpt.get("init_from")
         rng = ckpt["rng"]
         torch.set_rng_state(rng["torch"])
         random.setstate((rng["python_version"], tuple(rng["python"]), rng["python_gauss"]))
@@ -412,17 +496,48 @@ class Trainer:
         # Ranks reach an epoch's end at slightly different steps: stop together when one does.
         return distributed.any_rank(self.position.epoch >= cfg.epochs, self.world, self.device)
 
-    def write_samples(self) -> Path:
-        self.net.eval()
+    def write_samples(self, style: StyleRun) -> Path:
+        style.net.eval()
         with torch.no_grad():
-            out = self.net(self.sample_inputs.to(self.device)).float().cpu()
-        self.net.train()
+            out = style.net(self.sample_inputs.to(self.device)).float().cpu()
+        style.net.train()
         grid = torch.cat([torch.cat(list(self.sample_inputs), 2), torch.cat(list(out), 2)], 1)
-        path = self.out / "samples" / f"step_{self.step:06d}.jpg"
+        path = style.out / "samples" / f"step_{self.step:06d}.jpg"
         save_image_atomic(to_pil(grid), path)
         return path
 
-    def run(self, progress=None) -> Path:
+    def _log(self, window: list[dict], window_n: int, lr: float, rate: float, progress) -> None:
+        """Each style's mean loss terms over the last steps: checked, kept, written, shown."""
+        flat = {f"{i}.{k}": v for i, terms in enumerate(window) for k, v in terms.items()}
+        means = {k: float(v) / window_n for k, v in distributed.all_mean(flat, self.world).items()}
+        records = []
+        for i, style in enumerate(self.styles):
+            terms = {k.split(".", 1)[1]: v for k, v in means.items() if k.split(".", 1)[0] == str(i)}
+            if not all(math.isfinite(v) for v in terms.values()):
+                whose = f" of {style.name}" if len(self.styles) > 1 else ""
+                raise TrainingDiverged(
+                    f"the loss{whose} became {terms['total']} by step {self.step}; training stopped. "
+                    f"The last good checkpoint is {self.out / CHECKPOINT_NAME} (if one was written): "
+                    f"try a lower --lr or smaller loss weights")
+            record = {"step": self.step, "images_seen": self.images_seen, "epoch": self.position.epoch,
+                      **terms, "lr": lr, "images_per_s": rate}
+            style.history.append(record)
+            records.append(record)
+            if self.world.is_main:
+                with open(style.out / "log.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+        if progress:
+            progress.update(self.step, records, [s.name for s in self.styles])
+
+    def _save_models(self) -> None:
+        for i, style in enumerate(self.styles):
+            self.write_samples(style)
+            final = {k: v for k, v in style.history[-1].items() if k in ("content", "style", "tv", "total")} \
+                if style.history else None
+            save_model(style.model_path, style.net, style.objective.style_grams, self.metadata(i, final))
+        (self.out / "config.json").write_text(json.dumps(dataclasses.asdict(self.config), indent=2) + "\n")
+
+    def run(self, progress=None) -> list[Path]:
         cfg = self.config
         if isinstance(self.source, PackedImages):
             stream = DeviceBatchStream(self.source, cfg.batch_size, cfg.image_size, cfg.seed, self.position,
@@ -433,8 +548,9 @@ class Trainer:
         main = self.world.is_main
         if not main:
             progress = None
-        step = make_train_step(self.model, self.objective, self.optimizer, self.device,
-                               compile=cfg.compile and self.device.type == "cuda", teacher_weight=cfg.teacher_weight)
+        step = make_styles_step([s.model for s in self.styles], [s.objective for s in self.styles],
+                                [s.optimizer for s in self.styles], self.device,
+                                compile=cfg.compile and self.device.type == "cuda", teacher_weight=cfg.teacher_weight)
         teacher_rng = torch.Generator()
         stop = {"signal": None}
 
@@ -442,12 +558,13 @@ class Trainer:
             stop["signal"] = signum
 
         old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        self.net.train()
+        for style in self.styles:
+            style.net.train()
         window, window_n, t0, imgs0 = None, 0, time.perf_counter(), self.images_seen
-        log_path = self.out / "log.jsonl"
         try:
             batches = iter(stream)
             while not self._done():
+                # the batch
                 batch = next(batches)
                 for name, reason in batch.bad:
                     if name not in self.bad_examples:
@@ -461,38 +578,28 @@ class Trainer:
                 if self.teacher is not None:  # its crops depend only on (seed, step): resumable
                     teacher_rng.manual_seed(cfg.seed * 1_000_003 + self.step)
                     teacher_batch = self.teacher.batch(x.shape[0], cfg.image_size, teacher_rng)
+
+                # one optimisation step of every style's network
                 lr = self.lr_at(self.step)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                detached = step(x, teacher_batch)
+                for style in self.styles:
+                    for group in style.optimizer.param_groups:
+                        group["lr"] = lr
+                losses = step(x, teacher_batch)
                 # Accumulate on the device; reading values forces a sync, so do it every log_every.
-                window = detached if window is None else {k: window[k] + detached[k] for k in window}
+                window = losses if window is None else [{k: w[k] + l[k] for k in w} for w, l in zip(window, losses)]
                 window_n += 1
                 self.step += 1
                 self.images_seen += x.shape[0] * self.world.size
                 self.position = batch.position
 
+                # logs, samples, stops and checkpoints
                 if self.step % cfg.log_every == 0 or self._done():
-                    means = {k: float(v) / window_n for k, v in distributed.all_mean(window, self.world).items()}
-                    if not all(math.isfinite(v) for v in means.values()):
-                        raise TrainingDiverged(
-                            f"the loss became {means['total']} by step {self.step}; training stopped. "
-                            f"The last good checkpoint is {self.out / CHECKPOINT_NAME} (if one was written): "
-                            f"try a lower --lr or smaller loss weights")
                     now = time.perf_counter()
-                    rate = (self.images_seen - imgs0) / max(now - t0, 1e-9)
-                    record = {"step": self.step, "images_seen": self.images_seen, "epoch": self.position.epoch,
-                              **means, "lr": lr, "images_per_s": rate}
-                    self.history.append(record)
-                    if main:
-                        with open(log_path, "a") as f:
-                            f.write(json.dumps(record) + "\n")
-                    if progress:
-                        progress.update(self.step, record)
+                    self._log(window, window_n, lr, (self.images_seen - imgs0) / max(now - t0, 1e-9), progress)
                     window, window_n, t0, imgs0 = None, 0, now, self.images_seen
-
                 if main and cfg.sample_every and self.step % cfg.sample_every == 0:
-                    self.write_samples()
+                    for style in self.styles:
+                        self.write_samples(style)
                 # Agreeing on a stop is a collective (a host sync): only every log_every steps.
                 at_log = self.step % cfg.log_every == 0 or not self.world.distributed
                 if at_log and distributed.any_rank(stop["signal"] is not None, self.world, self.device):
@@ -506,12 +613,7 @@ class Trainer:
                 signal.signal(s, h)
 
         self.save_checkpoint()
-        model_path = self.out / MODEL_NAME
         if main:
-            self.write_samples()
-            final = {k: v for k, v in self.history[-1].items() if k in ("content", "style", "tv", "total")} \
-                if self.history else None
-            save_model(model_path, self.net, self.objective.style_grams, self.metadata(final))
-            (self.out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+            self._save_models()
         distributed.barrier(self.world)
-        return model_path
+        return [style.model_path for style in self.styles]

@@ -41,7 +41,7 @@ def tiny_config(style, data, out, **kw):
     """A training configuration small enough for a CPU test: tiny network, tiny crops."""
     from fastnst.training import TrainConfig
 
-    base = dict(style=str(style), data=str(data), out=str(out), steps=6, batch_size=2, image_size=32,
+    base = dict(style=style if isinstance(style, list) else str(style), data=str(data), out=str(out), steps=6, batch_size=2, image_size=32,
                 style_size=64, width=8, blocks=1, checkpoint_every=0, sample_every=0, log_every=1,
                 workers=2, device="cpu", seed=0)
     base.update(kw)
@@ -58,7 +58,7 @@ def tiny_model(tmp_path_factory, style_image, shared_data) -> Path:
     data.mkdir()
     for f in sorted((shared_data / "coco").glob("*.jpg"))[:8]:
         shutil.copy(f, data / f.name)
-    return Trainer(tiny_config(style_image, data, d / "run", steps=2)).run()
+    return Trainer(tiny_config(style_image, data, d / "run", steps=2)).run()[0]
 
 
 @pytest.fixture(scope="session")

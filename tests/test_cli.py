@@ -1,10 +1,12 @@
 """The command line end to end, as a user runs it: a subprocess, its exit status and its output."""
 import os
+import shutil
 import subprocess
 import sys
 
 
 from conftest import ROOT
+from fastnst.modelfile import read_metadata
 
 
 def fastnst(*args, cwd=None):
@@ -30,6 +32,30 @@ def test_train_end_to_end(style_image, coco_folder, tmp_path):
                        capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "from step 3" in r.stderr
+
+
+def test_train_several_styles_from_files_and_a_folder(shared_data, coco_folder, tmp_path):
+    folder = tmp_path / "styles"
+    folder.mkdir()
+    for name in ("wave.jpg", "the_scream.jpg"):
+        shutil.copy(shared_data / "styles" / name, folder / name)
+    out = tmp_path / "run"
+    r = fastnst("train", "--style", shared_data / "styles" / "starry_night.jpg", "--style", folder,
+                "--style-weight", "1", "--style-weight", "3", "--style-weight", "3", "--data", coco_folder,
+                "--out", out, *TINY)
+    assert r.returncode == 0, r.stderr
+    assert "training starry_night, the_scream, wave on" in r.stderr
+    for name, weight in (("starry_night", 1.0), ("the_scream", 3.0), ("wave", 3.0)):
+        assert f"wrote {out / name / 'model.safetensors'}" in r.stderr
+        assert (out / name / "samples" / "step_000003.jpg").exists() and (out / name / "log.jsonl").exists()
+        assert read_metadata(out / name / "model.safetensors")["loss"]["style_weight"] == weight
+    line = _one_line_error(fastnst("train", "--style", folder, "--style-weight", "1", "--style-weight", "2",
+                                   "--style-weight", "3", "--data", coco_folder, "--out", tmp_path / "o", *TINY))
+    assert "--style-weight: give one value, or one per style (2), not 3" in line
+    empty = tmp_path / "no_styles"
+    empty.mkdir()
+    assert "no_styles: no style images found" in _one_line_error(
+        fastnst("train", "--style", empty, "--data", coco_folder, "--out", tmp_path / "o", *TINY))
 
 
 def _one_line_error(r):

@@ -45,7 +45,7 @@ def test_training_with_a_teacher_adds_its_term(teacher, style_image, coco_folder
     trainer = Trainer(tiny_config(style_image, coco_folder, tmp_path / "run", steps=3, style_size=64,
                                   teacher=str(out), teacher_weight=10.0))
     trainer.run()
-    last = trainer.history[-1]
+    last = trainer.styles[0].history[-1]
     assert last["teacher"] > 0
     assert last["total"] == pytest.approx(last["content"] + last["style"] + last["tv"] + last["teacher"], rel=1e-5)
 

@@ -13,9 +13,9 @@ from fastnst.training import Interrupted, Trainer, TrainingDiverged, load_checkp
 
 
 def _objective_on(trainer, images):
-    trainer.net.eval()
+    trainer.styles[0].net.eval()
     with torch.no_grad():
-        return trainer.objective(trainer.net(images), images)["total"].item()
+        return trainer.styles[0].objective(trainer.styles[0].net(images), images)["total"].item()
 
 
 def test_short_run_lowers_the_objective(style_image, coco_folder, tmp_path):
@@ -24,7 +24,7 @@ def test_short_run_lowers_the_objective(style_image, coco_folder, tmp_path):
     trainer = Trainer(cfg)
     images = load_fixed_images(trainer.source, 4, 48)
     before = _objective_on(trainer, images)
-    model_path = trainer.run()
+    [model_path] = trainer.run()
     after = _objective_on(trainer, images)
     assert after < 0.8 * before, (before, after)
     assert model_path.exists() and (tmp_path / "run" / "checkpoint.pt").exists()
@@ -35,7 +35,7 @@ def test_short_run_lowers_the_objective(style_image, coco_folder, tmp_path):
 
 def test_model_file_round_trip(style_image, coco_folder, tmp_path):
     trainer = Trainer(tiny_config(style_image, coco_folder, tmp_path / "run", steps=2))
-    path = trainer.run()
+    [path] = trainer.run()
     net, meta, grams = load_model(path)
     assert meta["style_name"] == "starry_night" and meta["steps"] == 2 and meta["images_seen"] == 4
     assert len(meta["style_sha256"]) == 64 and meta["loss_network"]["arch"] == "vgg19"
@@ -43,8 +43,8 @@ def test_model_file_round_trip(style_image, coco_folder, tmp_path):
     assert meta["fastnst_version"] and read_metadata(path) == meta
     assert set(grams) == set(trainer.config.style_layers)
     x = torch.rand(1, 3, 21, 19)
-    trainer.net.eval()
-    torch.testing.assert_close(net(x), trainer.net(x))
+    trainer.styles[0].net.eval()
+    torch.testing.assert_close(net(x), trainer.styles[0].net(x))
 
 
 def test_stop_and_resume_equals_uninterrupted(style_image, coco_folder, tmp_path):
@@ -59,9 +59,9 @@ def test_stop_and_resume_equals_uninterrupted(style_image, coco_folder, tmp_path
     assert second.step == 3
     second.run()
 
-    a, b = full.net.state_dict(), second.net.state_dict()
+    a, b = full.styles[0].net.state_dict(), second.styles[0].net.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
-    assert full.history[-1]["total"] == second.history[-1]["total"]
+    assert full.styles[0].history[-1]["total"] == second.styles[0].history[-1]["total"]
 
 
 def test_resume_refuses_to_change_the_recipe(style_image, coco_folder, tmp_path):
@@ -78,20 +78,21 @@ def test_existing_run_is_not_overwritten(style_image, coco_folder, tmp_path):
 
 def test_nan_stops_and_keeps_the_last_good_checkpoint(style_image, coco_folder, tmp_path):
     trainer = Trainer(tiny_config(style_image, coco_folder, tmp_path / "run", steps=10, checkpoint_every=2))
-    real_forward = trainer.objective.forward
+    objective = trainer.styles[0].objective
+    real_terms = objective.terms
 
-    def poisoned(output, content):
-        terms = real_forward(output, content)
+    def poisoned(*args):
+        terms = real_terms(*args)
         if trainer.step >= 5:
             terms["total"] = terms["total"] * float("nan")
         return terms
 
-    trainer.objective.forward = poisoned
+    objective.terms = poisoned
     with pytest.raises(TrainingDiverged, match="became nan by step 6"):
         trainer.run()
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert ckpt["step"] == 4
-    assert all(torch.isfinite(v).all() for v in ckpt["network"].values())
+    assert all(torch.isfinite(v).all() for v in ckpt["styles"][0]["network"].values())
     assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
@@ -101,7 +102,7 @@ class SignalAt:
     def __init__(self, step):
         self.step = step
 
-    def update(self, step, record):
+    def update(self, step, records, names):
         if step == self.step:
             os.kill(os.getpid(), signal.SIGTERM)
 
@@ -139,9 +140,9 @@ def test_epochs_end_the_run(style_image, coco_folder, tmp_path):
 def test_lr_decay_falls_linearly_over_the_last_steps_and_resumes_exactly(style_image, coco_folder, tmp_path):
     full = Trainer(tiny_config(style_image, coco_folder, tmp_path / "full", steps=8, lr_decay=0.5))
     full.run()
-    lrs = [r["lr"] for r in full.history]
+    lrs = [r["lr"] for r in full.styles[0].history]
     assert lrs == pytest.approx([1e-3] * 5 + [0.75e-3, 0.5e-3, 0.25e-3])
-    assert full.optimizer.param_groups[0]["lr"] == pytest.approx(0.25e-3)
+    assert full.styles[0].optimizer.param_groups[0]["lr"] == pytest.approx(0.25e-3)
 
     # stopped at step 3 (the schedule is over the run's length, so the run is stopped, not shortened)
     first = Trainer(tiny_config(style_image, coco_folder, tmp_path / "split", steps=8, lr_decay=0.5))
@@ -149,21 +150,21 @@ def test_lr_decay_falls_linearly_over_the_last_steps_and_resumes_exactly(style_i
         first.run(SignalAt(3))
     second = Trainer(resume=str(tmp_path / "split" / "checkpoint.pt"))
     second.run()
-    assert [r["lr"] for r in second.history] == pytest.approx(lrs)
-    a, b = full.net.state_dict(), second.net.state_dict()
+    assert [r["lr"] for r in second.styles[0].history] == pytest.approx(lrs)
+    a, b = full.styles[0].net.state_dict(), second.styles[0].net.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_constant_lr_by_default(style_image, coco_folder, tmp_path):
     trainer = Trainer(tiny_config(style_image, coco_folder, tmp_path / "run", steps=3))
     trainer.run()
-    assert [r["lr"] for r in trainer.history] == [1e-3] * 3
+    assert [r["lr"] for r in trainer.styles[0].history] == [1e-3] * 3
 
 
 def test_init_from_a_model_starts_from_its_network(style_image, coco_folder, tmp_path, tiny_model):
     trainer = Trainer(tiny_config(style_image, coco_folder, tmp_path / "run", steps=2, init_from=str(tiny_model)))
     start = load_model(tiny_model)[0].state_dict()
-    assert all(torch.equal(trainer.net.state_dict()[k], start[k]) for k in start)
+    assert all(torch.equal(trainer.styles[0].net.state_dict()[k], start[k]) for k in start)
     trainer.run()
     meta = read_metadata(tmp_path / "run" / "model.safetensors")
     assert meta["init_from"]["model"] == str(tiny_model) and meta["init_from"]["images_seen"] == 4
@@ -178,3 +179,57 @@ def test_init_from_a_model_starts_from_its_network(style_image, coco_folder, tmp
     assert read_metadata(tmp_path / "run" / "model.safetensors")["init_from"] == meta["init_from"]
     with pytest.raises(UserError, match="give --width 8 --blocks 1"):
         Trainer(tiny_config(style_image, coco_folder, tmp_path / "other", width=16, init_from=str(tiny_model)))
+
+
+# -- several styles in one run -------------------------------------------------------------------
+
+@pytest.fixture
+def two_styles(shared_data):
+    return [str(shared_data / "styles" / "starry_night.jpg"), str(shared_data / "styles" / "wave.jpg")]
+
+
+def test_several_styles_train_the_networks_of_each_style_alone(two_styles, coco_folder, tmp_path):
+    """One data stream, one loss-network batch, one network per style: each network is the one a
+    run of that style alone computes with the same seed (different style weights included)."""
+    together = Trainer(tiny_config(two_styles, coco_folder, tmp_path / "both", steps=4, style_weight=[1.0, 3.0]))
+    paths = together.run()
+    assert paths == [tmp_path / "both" / "starry_night" / "model.safetensors",
+                     tmp_path / "both" / "wave" / "model.safetensors"]
+    for style, weight, path, run in zip(two_styles, (1.0, 3.0), paths, together.styles):
+        alone = Trainer(tiny_config(style, coco_folder, tmp_path / f"alone_{run.name}", steps=4, style_weight=weight))
+        [alone_path] = alone.run()
+        a, b = alone.styles[0].net.state_dict(), run.net.state_dict()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+        assert [r["total"] for r in run.history] == pytest.approx([r["total"] for r in alone.styles[0].history],
+                                                                   rel=1e-4)
+        # the model file records how it was made, as a run of its style alone would, and the run
+        meta, alone_meta = read_metadata(path), read_metadata(alone_path)
+        assert meta["config"] == {**alone_meta["config"], "out": str(tmp_path / "both")}
+        assert meta["loss"] == alone_meta["loss"] and meta["loss"]["style_weight"] == weight
+        assert meta["trained_with"] == ["starry_night", "wave"] and alone_meta["trained_with"] is None
+        log = (path.parent / "log.jsonl").read_text().splitlines()
+        assert len(log) == 4 and (path.parent / "samples" / "step_000004.jpg").is_file()
+    assert (tmp_path / "both" / "checkpoint.pt").is_file() and (tmp_path / "both" / "config.json").is_file()
+
+
+def test_several_styles_stop_and_resume_exactly(two_styles, coco_folder, tmp_path):
+    full = Trainer(tiny_config(two_styles, coco_folder, tmp_path / "full", steps=6))
+    full.run()
+    first = Trainer(tiny_config(two_styles, coco_folder, tmp_path / "split", steps=6))
+    with pytest.raises(Interrupted):
+        first.run(SignalAt(2))
+    second = Trainer(resume=str(tmp_path / "split" / "checkpoint.pt"))
+    second.run()
+    for a, b in zip(full.styles, second.styles):
+        assert all(torch.equal(a.net.state_dict()[k], b.net.state_dict()[k]) for k in a.net.state_dict())
+        assert [r["total"] for r in a.history] == [r["total"] for r in b.history]
+
+
+def test_several_styles_mistakes_get_one_line(two_styles, coco_folder, tmp_path):
+    with pytest.raises(UserError, match=r"--style-weight: give one value, or one per style \(2\), not 3"):
+        Trainer(tiny_config(two_styles, coco_folder, tmp_path / "a", style_weight=[1.0, 2.0, 3.0]))
+    with pytest.raises(UserError, match="two style images are named 'wave'"):
+        Trainer(tiny_config([two_styles[1], str(tmp_path / "x" / "wave.jpg")], coco_folder, tmp_path / "b"))
+    with pytest.raises(UserError, match="--teacher works with one --style"):
+        Trainer(tiny_config(two_styles, coco_folder, tmp_path / "c", teacher=str(tmp_path), teacher_weight=1.0))
