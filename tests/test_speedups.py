@@ -148,7 +148,7 @@ def test_training_from_a_pack_file_resumes_exactly(style_image, packed, tmp_path
     second = Trainer(resume=str(tmp_path / "part" / "checkpoint.pt"), overrides={"steps": 6})
     assert "pack" in second.source.description and len(second.bad_examples) == 1
     second.run()
-    a, b = full.net.state_dict(), second.net.state_dict()
+    a, b = full.styles[0].net.state_dict(), second.styles[0].net.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert load_checkpoint(tmp_path / "part" / "checkpoint.pt")["position"] == [1, 4]  # 4 batches per epoch
 
