@@ -70,7 +70,7 @@ def main():
     rng = np.random.default_rng(0)
     for w, h in SIZES:
         x = rng.random((1, 3, h, w), dtype=np.float32)
-        lat = {name: median_latency(s, x, args.repeats) for name, s in backends.items()}
+        lat = {name: median_latency(s.stylize_batch, x, args.repeats) for name, s in backends.items()}
         base = lat["pytorch eager"]
         print(f"{f'{w}x{h}':<11}" + "".join(f"{t:>12.3f} ({base / t:4.2f}x)" for t in lat.values()), flush=True)
 
@@ -78,7 +78,7 @@ def main():
         info = probe(Path(args.video))
         for name in ("onnxruntime fp32", "onnxruntime int8"):
             t = time.perf_counter()
-            n = stylize_video(backends[name], Path(args.video), tmp / f"{name.split()[-1]}.mp4")
+            n = stylize_video(Path(args.video), tmp / f"{name.split()[-1]}.mp4", backends[name])
             dt = time.perf_counter() - t
             print(f"video {Path(args.video).name} ({info['width']}x{info['height']}, {info['frames']} frames, audio "
                   f"copied) with {name}: {n / dt:.2f} frames/s")

@@ -43,7 +43,8 @@ from fastnst.images import load_rgb, resize_long_side, to_tensor  # noqa: E402
 from fastnst.losses import LossWeights, Objective, default_layer_weights  # noqa: E402
 from fastnst.lossnet import VGGFeatures  # noqa: E402
 from fastnst.network import TransformerNet  # noqa: E402
-from fastnst.training import make_styles_step, resolve_device, use_gpu_speedups  # noqa: E402
+from fastnst.devices import resolve_device, use_gpu_speedups  # noqa: E402
+from fastnst.training import make_styles_step  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 FULL_RUN_IMAGES = 160_000

@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from fastnst.errors import UserError
+from fastnst.errors import Interrupted, TrainingDiverged, UserError, require_training_install
 
 try:  # recent typer vendors its own click
     from typer._click.exceptions import ClickException as _ClickException
@@ -148,33 +148,28 @@ def train(
                                                              "it; one per style. Adam and the data order start "
                                                              "afresh."),
 ):
+    require_training_install("fastnst train")
     from fastnst.losses import parse_layer_weights
-    from fastnst.training import Trainer, TrainConfig
+    from fastnst.training import open_run
 
     def given(name: str) -> bool:
         source = ctx.get_parameter_source(name)
         return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
-    styles = style_images(style or [])
-    weights = style_weight or [1.0]
-    values = dict(style=styles[0] if len(styles) == 1 else styles, data=data, out=str(out) if out else "", steps=steps,
+    values = dict(data=data, out=str(out) if out else "", steps=steps,
                   epochs=epochs, batch_size=batch_size, image_size=image_size, style_size=style_size,
-                  content_weight=content_weight, style_weight=weights[0] if len(weights) == 1 else weights,
+                  content_weight=content_weight, style_weight=style_weight or 1.0,
                   tv_weight=tv_weight, content_layers=parse_layer_weights(content_layers) if content_layers else {},
                   style_layers=parse_layer_weights(style_layers) if style_layers else {},
                   lr=lr, lr_decay=lr_decay, loss_net=loss_net.value, vgg_weights=vgg_weights, width=width,
                   blocks=blocks, device=device.value, checkpoint_every=checkpoint_every, sample_every=sample_every,
                   log_every=log_every, workers=workers, seed=seed, compile=compile,
                   teacher=str(teacher) if teacher else "", teacher_weight=teacher_weight,
-                  init_from=(init_from[0] if len(init_from) == 1 else init_from) if init_from else "")
-    if steps is not None and epochs is not None:
-        raise UserError("give --steps or --epochs, not both")
+                  init_from=init_from or "")
     if resume is not None:
-        trainer = Trainer(resume=str(resume), overrides={k: v for k, v in values.items() if given(k)})
+        trainer = open_run(resume=resume, **{k: v for k, v in values.items() if given(k)})
     else:
-        if not styles:
-            raise UserError("--style is required (the style image to learn)")
-        trainer = Trainer(TrainConfig(**values))
+        trainer = open_run(style, **values)
     cfg, main = trainer.config, trainer.world.is_main
     if main:
         ranks = f" x {trainer.world.size} processes" if trainer.world.distributed else ""
@@ -197,22 +192,6 @@ def train(
               f"samples in {run.out / 'samples'}", file=sys.stderr)
 
 
-def style_images(paths: list[Path]) -> list[str]:
-    """--style values: image files, and folders of them (their images, in order)."""
-    from fastnst.data import list_images
-
-    out = []
-    for path in paths:
-        if path.is_dir():
-            found = list_images(path)
-            if not found:
-                raise UserError(f"{path}: no style images found in this folder")
-            out += [str(p) for p in found]
-        else:
-            out.append(str(path))
-    return out
-
-
 @app.command(help="Decode a folder or Hugging Face data set once into a pack file of uint8 centre squares, "
                   "which `fastnst train --data FILE` keeps on the GPU: no decoding while training, and "
                   "one file to copy to a GPU machine.")
@@ -224,6 +203,7 @@ def pack(
                                   "random crops at full resolution."),
     workers: int = typer.Option(8, min=1, max=64, help="Threads decoding images."),
 ):
+    require_training_install("fastnst pack")
     from fastnst.data import open_source, write_pack
 
     if out.exists():
@@ -253,6 +233,7 @@ def export(
     calibration: Optional[Path] = typer.Option(None, help="Folder of real photos for int8 calibration."),
     opset: int = typer.Option(18, min=18, max=23, help="ONNX opset."),
 ):
+    require_training_install("fastnst export", ("torch", "onnx", "onnxscript"))
     from fastnst.export import ExportError, export as export_onnx, quantize_int8
 
     if int8 and calibration is None:
@@ -292,13 +273,16 @@ def stylize(
     device: Device = typer.Option(Device.auto, help="auto uses CUDA when onnxruntime (or PyTorch, for "
                                                     ".safetensors models) offers it."),
 ):
+    if len(inputs) == 1 and not Path(inputs[0]).exists() and not any(c in inputs[0] for c in "*?["):
+        raise UserError(f"{inputs[0]}: no such file")  # before loading anything: a quick answer
     from fastnst.inference import Stylizer
     from fastnst.stylize import plan, run_job
 
     stylizer = Stylizer(model, device.value, tiling=tile is not None)
     if tile is not None and stylizer.net is None:
-        print(f"warning: {stylizer.path.name} is ONNX only: its tiles are normalised one by one and blended, "
-              "so colours can shift between tiles; a .safetensors model gives seamless tiles", file=sys.stderr)
+        print(f"warning: {stylizer.path.name} runs on ONNX: its tiles are normalised one by one and blended, "
+              "so colours can shift between tiles; a .safetensors model gives seamless tiles (with the training "
+              "install)", file=sys.stderr)
     jobs = plan(inputs, out, stylizer.name)
     progress = StylizeProgress(len(jobs))
     failed = 0
@@ -344,6 +328,7 @@ def optimize(
     device: Device = typer.Option(Device.auto, help="auto picks CUDA when available."),
     seed: int = typer.Option(0, min=0, help="Random seed (noise init)."),
 ):
+    require_training_install("fastnst optimize")
     from rich.console import Console
 
     from fastnst.images import load_rgb, resize_long_side, save_image_atomic, to_pil, to_tensor
@@ -351,7 +336,7 @@ def optimize(
     from fastnst.losses import LossWeights, Objective, default_layer_weights
     from fastnst.lossnet import VGGFeatures
     from fastnst.optimizer import gatys
-    from fastnst.training import resolve_device
+    from fastnst.devices import resolve_device
 
     if out.resolve() in (content.resolve(), style.resolve()):
         raise UserError(f"{out}: --out would overwrite an input")
@@ -418,6 +403,7 @@ def compare(
     seed: int = typer.Option(0, min=0, help="Random seed of the noise start."),
     device: Device = typer.Option(Device.auto, help="auto picks CUDA when available."),
 ):
+    require_training_install("fastnst compare", ("torch", "safetensors", "matplotlib"))
     from fastnst.compare import INITS, SPEEDUP_AT, compare as run_compare
 
     def ints(text: str, name: str, low: int) -> tuple[int, ...]:
@@ -457,31 +443,16 @@ def compare(
 
 @app.command(help="List the shipped models: name, style, licence and how each was trained.")
 def models():
-    import json
+    from fastnst.modelfile import WEIGHTS_DIR, list_models
 
-    import onnx
-
-    from fastnst.inference import WEIGHTS_DIR, model_sibling, shipped_models
-
-    names = shipped_models()
-    if not names:
+    found = list_models()
+    if not found:
         print(f"no shipped models in {WEIGHTS_DIR}")
         return
     print(f"{'name':<26}{'style':<22}{'precision':<10}{'MB':>6}  training")
-    for name, path in names.items():
-        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        meta = json.loads(props.get("fastnst", "{}"))
-        card = model_sibling(path, ".md")
-        licence = ""
-        if card.exists():
-            for line in card.read_text().splitlines():
-                if line.lower().startswith("- licence") or line.lower().startswith("- license"):
-                    licence = line.split(":", 1)[-1].strip()
-        cfg = meta.get("config", {})
-        training = (f"{meta.get('steps', '?')} steps x {cfg.get('batch_size', '?')} at {cfg.get('image_size', '?')}px "
-                    f"on {meta.get('device', '?')}, final J {meta.get('final_losses', {}).get('total', float('nan')):.3g}")
-        print(f"{name:<26}{meta.get('style_name', '?'):<22}{props.get('precision', '?'):<10}"
-              f"{path.stat().st_size / 1e6:>6.1f}  {training}" + (f"; style {licence}" if licence else ""))
+    for m in found:
+        print(f"{m['name']:<26}{m['style']:<22}{m['precision']:<10}{m['megabytes']:>6.1f}  {m['training']}"
+              + (f"; style {m['licence']}" if m["licence"] else ""))
 
 
 @app.command(help="A grid of photos times models, labelled by style: the README's gallery. The default photos "
@@ -495,10 +466,11 @@ def gallery(
     work_size: int = typer.Option(512, min=32, max=4096, help="Side the photos are stylized at."),
     device: Device = typer.Option(Device.auto, help="auto picks CUDA when available."),
 ):
+    require_training_install("fastnst gallery")
     from fastnst.data import list_images
     from fastnst.gallery import make_gallery, skimage_photos
     from fastnst.images import load_rgb
-    from fastnst.inference import shipped_models
+    from fastnst.modelfile import shipped_models
 
     names = [m.strip() for m in models.split(",") if m.strip()] if models else \
         [n for n in shipped_models() if "." not in n]
@@ -562,8 +534,6 @@ class StylizeProgress:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from fastnst.training import Interrupted, TrainingDiverged
-
     try:
         rc = app(args=argv, prog_name="fastnst", standalone_mode=False)
         if isinstance(rc, int) and rc:

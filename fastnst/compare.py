@@ -22,10 +22,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fastnst.devices import describe, resolve_device
 from fastnst.errors import UserError
 from fastnst.files import atomic_path
 from fastnst.images import load_rgb, resize_long_side, to_pil, to_tensor
-from fastnst.inference import Stylizer, model_sibling
+from fastnst.inference import Stylizer
+from fastnst.modelfile import load_model, model_sibling
 from fastnst.losses import LossWeights, Objective
 from fastnst.lossnet import VGGFeatures
 from fastnst.optimizer import gatys
@@ -48,18 +50,16 @@ def objective_for(stylizer: Stylizer, style: Path | None, device: torch.device) 
     if not twin.is_file():
         raise UserError(f"{stylizer.path}: the style's Gram matrices are in its .safetensors model file, "
                         f"not found beside it; give --style IMAGE")
-    from fastnst.modelfile import load_model
-
     objective.set_style_grams(load_model(twin)[2])
     return objective
 
 
 def time_network(stylizer: Stylizer, x: np.ndarray, runs: int = 5) -> tuple[np.ndarray, float]:
-    out = stylizer(x)  # warm-up
+    out = stylizer.stylize_batch(x)  # warm-up
     times = []
     for _ in range(runs):
         t = time.perf_counter()
-        out = stylizer(x)
+        out = stylizer.stylize_batch(x)
         times.append(time.perf_counter() - t)
     return out, statistics.median(times)
 
@@ -68,8 +68,6 @@ def compare(contents: list[Path], model: str, out_dir: Path, style: Path | None 
             sizes: tuple[int, ...] = (256, 512), iterations: tuple[int, ...] = (0, 10, 50, 100, 300, 500),
             device: str = "auto", runs: int = 5, on_row=None, inits: tuple[str, ...] = INITS,
             seed: int = 0) -> dict:
-    from fastnst.training import resolve_device
-
     bad = [i for i in inits if i not in INITS]
     if bad or not inits:
         raise UserError(f"--init {bad[0] if bad else ''!r}: choose from {', '.join(INITS)} (comma-separated)")
@@ -104,7 +102,7 @@ def compare(contents: list[Path], model: str, out_dir: Path, style: Path | None 
             if on_row:
                 on_row(row)
     report = {"model": str(stylizer.path), "backend": stylizer.backend, "style": stylizer.name,
-              "device": str(torch_device), "machine": _machine(torch_device), "iterations": list(iterations),
+              "device": str(torch_device), "machine": describe(torch_device), "iterations": list(iterations),
               "inits": list(inits), "seed": seed,
               "optimizer": "lbfgs (torch, no line search: one evaluation per iteration, history 50); "
                            "init noise: uniform [0, 1] white noise from the seed, init content: the photo; "
@@ -130,16 +128,6 @@ def _optimizer_record(result, iterations, j_net: float, net_seconds: float) -> d
         "optimizer_J_every_iteration": [h["J"] for h in result.history],
         "speedup": {str(n): opt[n]["seconds"] / net_seconds for n in SPEEDUP_AT if n in opt},
     }
-
-
-def _machine(device: torch.device) -> str:
-    import platform
-
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import os
-
-    return f"CPU {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
 
 
 def _write_json(report: dict, path: Path) -> None:

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fastnst.errors import UserError
 from fastnst.files import atomic_path
+
+if TYPE_CHECKING:  # the light install (stylizing with ONNX models) has no torch
+    import torch
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
@@ -72,12 +76,16 @@ def load_rgb(path: str | Path) -> Image.Image:
 
 def to_tensor(im: Image.Image) -> torch.Tensor:
     """PIL RGB image -> float tensor 3xHxW in [0, 1]."""
+    import torch
+
     a = np.asarray(im.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(a.copy()).permute(2, 0, 1).contiguous().float().div_(255.0)
 
 
 def to_pil(t: torch.Tensor) -> Image.Image:
     """Float tensor 3xHxW (or 1x3xHxW) in [0, 1] -> PIL RGB image."""
+    import torch
+
     if t.dim() == 4:
         t = t[0]
     a = t.detach().float().clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()

@@ -8,44 +8,13 @@ with a PyTorch model, see fastnst.tiling), --preserve-color and --strength, with
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from fastnst.errors import UserError
-
-WEIGHTS_DIR = Path(os.environ.get("FASTNST_WEIGHTS", Path(__file__).resolve().parents[1] / "weights"))
-
-
-def shipped_models() -> dict[str, Path]:
-    """Shipped model names -> their ONNX files in weights/ (`NAME.onnx`, variants `NAME.int8.onnx`)."""
-    if not WEIGHTS_DIR.is_dir():
-        return {}
-    return {p.name[: -len(".onnx")]: p for p in sorted(WEIGHTS_DIR.glob("*.onnx"))}
-
-
-def model_sibling(path: Path, suffix: str) -> Path:
-    """A file shipped beside a model: weights/NAME.int8.onnx -> weights/NAME.safetensors, NAME.md."""
-    return path.with_name(path.name.split(".")[0] + suffix)
-
-
-def resolve_model(model: str) -> Path:
-    path = Path(model)
-    if path.suffix in (".onnx", ".safetensors"):
-        if not path.is_file():
-            raise UserError(f"{path}: no such model file")
-        return path
-    names = shipped_models()
-    if model in names:
-        return names[model]
-    if path.is_file():
-        raise UserError(f"{path}: a model must be an .onnx file, a .safetensors model file or a shipped name")
-    known = ", ".join(n for n in names if "." not in n) or "none installed"
-    raise UserError(f"unknown model {model!r}: give a shipped name ({known}), an .onnx file or a .safetensors file")
-
+from fastnst.errors import UserError, require_training_install
+from fastnst.modelfile import model_sibling, read_onnx_metadata, resolve_model
 
 def onnx_providers(device: str) -> list[str]:
     import onnxruntime as ort
@@ -62,14 +31,19 @@ def onnx_providers(device: str) -> list[str]:
 
 
 class Stylizer:
-    """A loaded model. stylizer(batch) -> batch, both float32 N x 3 x H x W in [0, 1]."""
+    """A loaded model: `Stylizer("starry_night")(image)` stylizes a PIL image or a numpy array.
+
+    The model is a shipped name, an .onnx file (onnxruntime) or a .safetensors model file
+    (PyTorch, the training install). `stylize_batch` maps float32 N x 3 x H x W batches in [0, 1].
+    """
 
     def __init__(self, model: str, device: str = "auto", tiling: bool = False):
         """tiling: prefer the PyTorch model file next to an ONNX model (NAME.safetensors beside
-        NAME.onnx), whose tiles can share whole-image normalisation statistics."""
+        NAME.onnx), whose tiles can share whole-image normalisation statistics (when torch is
+        installed)."""
         self.path = resolve_model(model)
         self.device = device
-        if tiling and self.path.suffix == ".onnx":
+        if tiling and self.path.suffix == ".onnx" and torch_installed():
             twin = model_sibling(self.path, ".safetensors")
             if twin.is_file():
                 self.path = twin
@@ -88,10 +62,7 @@ class Stylizer:
             raise
         except Exception as e:
             raise UserError(f"{self.path}: not a loadable ONNX model ({e.__class__.__name__})") from None
-        props = self.session.get_modelmeta().custom_metadata_map
-        if "fastnst" not in props:
-            raise UserError(f"{self.path}: an ONNX model, but not a fastnst model (no fastnst metadata)")
-        self.metadata = json.loads(props["fastnst"])
+        self.metadata = read_onnx_metadata(self.session, self.path)
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
         self.backend = f"onnxruntime ({self.session.get_providers()[0]})"
@@ -99,10 +70,11 @@ class Stylizer:
         self.batch_limit = 8 if "CUDA" in self.session.get_providers()[0] else 1
 
     def _load_torch(self) -> None:
+        require_training_install(f"{self.path}: a PyTorch model file (use its .onnx export, or)")
         import torch
 
+        from fastnst.devices import resolve_device
         from fastnst.modelfile import load_model
-        from fastnst.training import resolve_device
 
         self.torch_device = resolve_device(self.device)
         self.net, self.metadata, _ = load_model(self.path, self.torch_device)
@@ -112,7 +84,8 @@ class Stylizer:
         self.batch_limit = 8 if self.torch_device.type == "cuda" else 1
         self._torch = torch
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def stylize_batch(self, batch: np.ndarray) -> np.ndarray:
+        """float32 N x 3 x H x W in [0, 1] -> the stylized batch, same shape."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if self.session is not None:
             return self.session.run([self.output_name], {self.input_name: batch})[0]
@@ -120,6 +93,40 @@ class Stylizer:
         with torch.no_grad():
             x = torch.from_numpy(batch).to(self.torch_device)
             return self.net(x).float().cpu().numpy()
+
+    def __call__(self, image, *, strength: float = 1.0, preserve_color: bool = False, max_size: int | None = None,
+                 tile: int | None = None):
+        """Stylize one image and return the same type: a PIL image (RGB or RGBA: alpha kept), a
+        uint8 array H x W x 3 or 4, or a float array H x W x 3 in [0, 1]. `strength` blends with
+        the input (0 = the input, 1 = the full style), `preserve_color` keeps the input's colours,
+        `max_size` scales the long side down, `tile` stylizes in tiles of that size."""
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength must be in [0, 1], got {strength}")
+        if isinstance(image, Image.Image):
+            from fastnst.images import to_rgb_or_rgba
+
+            return stylize_image(self, to_rgb_or_rgba(image), max_size, tile, preserve_color, strength)
+        a = np.asarray(image)
+        if a.ndim != 3 or a.shape[2] not in (3, 4) or (a.shape[2] == 4 and a.dtype != np.uint8):
+            raise ValueError(f"expected an H x W x 3 array (or H x W x 4 uint8), got shape {a.shape} {a.dtype}")
+        if a.dtype == np.uint8:
+            out = stylize_image(self, Image.fromarray(a, "RGBA" if a.shape[2] == 4 else "RGB"), max_size, tile,
+                                preserve_color, strength)
+            return np.asarray(out)
+        chw = np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.float32)
+        if max_size and max(chw.shape[1:]) > max_size:
+            w, h = fit_max_size((chw.shape[2], chw.shape[1]), max_size)
+            chw = np.stack([np.asarray(Image.fromarray(c, "F").resize((w, h), Image.LANCZOS)) for c in chw])
+        return stylize_array(self, chw, tile, preserve_color, strength).transpose(1, 2, 0)
+
+
+def torch_installed() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except ImportError:
+        return False
 
 
 def _ramp(n: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
@@ -159,7 +166,7 @@ def stylize_tiled(stylizer: Stylizer, image: np.ndarray, tile: int) -> np.ndarra
     for y0 in ys:
         for x0 in xs:
             piece = image[:, y0:y0 + tile, x0:x0 + tile]
-            result = stylizer(piece[None])[0]
+            result = stylizer.stylize_batch(piece[None])[0]
             th, tw = piece.shape[1:]
             wy = _ramp(th, overlap, y0 == 0, y0 + th >= h)
             wx = _ramp(tw, overlap, x0 == 0, x0 + tw >= w)
@@ -185,7 +192,7 @@ def stylize_array(stylizer: Stylizer, image: np.ndarray, tile: int | None = None
     if tile and max(image.shape[1:]) > tile:
         out = stylize_tiled(stylizer, image, tile)
     else:
-        out = stylizer(image[None])[0]
+        out = stylizer.stylize_batch(image[None])[0]
     if keep_color:
         out = preserve_color(out, image)
     if strength < 1.0:

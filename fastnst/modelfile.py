@@ -1,29 +1,111 @@
-"""Trained-model files: safetensors with the network's weights, the style's Gram matrices
-and JSON metadata saying how the model was made. Loading never unpickles anything.
+"""Model files: finding them (shipped names in weights/, .onnx and .safetensors paths), their
+metadata, and the PyTorch model file itself. Loading never unpickles anything.
 
-Tensors: `net.<param>` (the TransformerNet state dict) and `style_gram.<layer>` (the style
-targets, so a model can be evaluated against its style without the style image).
-Metadata (safetensors header, key "fastnst"): a JSON object with at least
+A PyTorch model file is safetensors: `net.<param>` (the TransformerNet state dict) and
+`style_gram.<layer>` (the style targets, so a model can be evaluated against its style without
+the style image). Its metadata (safetensors header, key "fastnst") is a JSON object with at least
   format, fastnst_version, style_name, style_sha256, network, loss_network, loss, config,
   steps, images_seen, final_losses.
+An exported ONNX model carries the same JSON in its `metadata_props` (key "fastnst").
+
+Finding models and reading ONNX metadata need only onnxruntime (the light install); the PyTorch
+model file needs torch and safetensors (the training install).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from fastnst.errors import UserError, require_training_install
 
-from fastnst.errors import UserError
-from fastnst.files import atomic_path
-from fastnst.network import TransformerNet
+if TYPE_CHECKING:
+    import torch
+
+    from fastnst.network import TransformerNet
 
 FORMAT = "fastnst-model-1"
+WEIGHTS_DIR = Path(os.environ.get("FASTNST_WEIGHTS", Path(__file__).resolve().parents[1] / "weights"))
 
+
+# -- finding models ------------------------------------------------------------------------------
+
+def shipped_models() -> dict[str, Path]:
+    """Shipped model names -> their ONNX files in weights/ (`NAME.onnx`, variants `NAME.int8.onnx`)."""
+    if not WEIGHTS_DIR.is_dir():
+        return {}
+    return {p.name[: -len(".onnx")]: p for p in sorted(WEIGHTS_DIR.glob("*.onnx"))}
+
+
+def model_sibling(path: Path, suffix: str) -> Path:
+    """A file shipped beside a model: weights/NAME.int8.onnx -> weights/NAME.safetensors, NAME.md."""
+    return path.with_name(path.name.split(".")[0] + suffix)
+
+
+def resolve_model(model: str) -> Path:
+    """A shipped name, an .onnx file or a .safetensors model file -> its path."""
+    path = Path(model)
+    if path.suffix in (".onnx", ".safetensors"):
+        if not path.is_file():
+            raise UserError(f"{path}: no such model file")
+        return path
+    names = shipped_models()
+    if model in names:
+        return names[model]
+    if path.is_file():
+        raise UserError(f"{path}: a model must be an .onnx file, a .safetensors model file or a shipped name")
+    known = ", ".join(n for n in names if "." not in n) or "none installed"
+    raise UserError(f"unknown model {model!r}: give a shipped name ({known}), an .onnx file or a .safetensors file")
+
+
+def read_onnx_metadata(session, path: Path) -> dict:
+    """The fastnst metadata of a loaded onnxruntime session (of the file `path`)."""
+    props = session.get_modelmeta().custom_metadata_map
+    if "fastnst" not in props:
+        raise UserError(f"{path}: an ONNX model, but not a fastnst model (no fastnst metadata)")
+    return json.loads(props["fastnst"])
+
+
+def card_licence(path: Path) -> str:
+    """The style's licence, from the `- licence:` line of the model card shipped beside a model."""
+    card = model_sibling(path, ".md")
+    if card.is_file():
+        for line in card.read_text().splitlines():
+            if line.lower().startswith(("- licence", "- license")):
+                return line.split(":", 1)[-1].strip()
+    return ""
+
+
+def list_models() -> list[dict]:
+    """The shipped models: name, style, precision, file, size, how each was trained, licence."""
+    import onnxruntime as ort
+
+    models = []
+    for name, path in shipped_models().items():
+        try:
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise UserError(f"{path}: not a loadable ONNX model ({e.__class__.__name__})") from None
+        meta = read_onnx_metadata(session, path)
+        cfg, final = meta.get("config", {}), meta.get("final_losses") or {}
+        models.append({
+            "name": name, "style": meta.get("style_name", "?"), "precision": meta.get("onnx_precision", "fp32"), "path": path,
+            "megabytes": path.stat().st_size / 1e6, "licence": card_licence(path),
+            "training": f"{meta.get('steps', '?')} steps x {cfg.get('batch_size', '?')} at "
+                        f"{cfg.get('image_size', '?')}px on {meta.get('device', '?')}, final J "
+                        f"{final.get('total', float('nan')):.3g}",
+        })
+    return models
+
+
+# -- the PyTorch model file ------------------------------------------------------------------------
 
 def save_model(path: str | Path, net: TransformerNet, style_grams: dict[str, torch.Tensor], metadata: dict) -> None:
     from safetensors.torch import save_file
+
+    from fastnst.files import atomic_path
 
     path = Path(path)
     tensors = {f"net.{k}": v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}
@@ -35,6 +117,7 @@ def save_model(path: str | Path, net: TransformerNet, style_grams: dict[str, tor
 
 
 def read_metadata(path: str | Path) -> dict:
+    require_training_install(f"{path}: a PyTorch model file", ("torch", "safetensors"))
     from safetensors import safe_open
 
     path = Path(path)
@@ -55,9 +138,11 @@ def read_metadata(path: str | Path) -> dict:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[TransformerNet, dict, dict]:
     """-> (network in eval mode, metadata, style Gram matrices)."""
+    meta = read_metadata(path)
     from safetensors.torch import load_file
 
-    meta = read_metadata(path)
+    from fastnst.network import TransformerNet
+
     tensors = load_file(str(path), device=str(device))
     net = TransformerNet(**meta["network"])
     state = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}

@@ -114,7 +114,8 @@ def run_job(job: Job, stylizer: Stylizer, max_size=None, tile=None, keep_color=F
             on_frames=None) -> None:
     check_input(job.src)
     if job.is_video:
-        stylize_video(stylizer, job.src, job.dst, max_size, keep_color, strength, tile, on_frames)
+        stylize_video(job.src, job.dst, stylizer, max_size=max_size, preserve_color=keep_color, strength=strength,
+                      tile=tile, on_frames=on_frames)
         return
     im = open_image(job.src)
     out = stylize_image(stylizer, im, max_size, tile, keep_color, strength)

@@ -31,7 +31,8 @@ import fastnst
 from fastnst import distributed
 from fastnst.data import (BatchStream, DeviceBatchStream, PackedImages, Position, load_fixed_images,
                           open_training_data)
-from fastnst.errors import UserError
+from fastnst.devices import autocast_for, describe, resolve_device, use_gpu_speedups
+from fastnst.errors import Interrupted, TrainingDiverged, UserError
 from fastnst.files import atomic_path, sha256_file
 from fastnst.images import load_rgb, resize_long_side, save_image_atomic, to_pil, to_tensor
 from fastnst.losses import LossWeights, Objective, default_layer_weights, joint_terms
@@ -103,24 +104,6 @@ class TrainConfig:
                 "init_from": self.per_style("init_from")[i]}
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
-
-
-class Interrupted(RuntimeError):
-    """Ctrl-C or SIGTERM arrived; a checkpoint was written."""
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA GPU is available to PyTorch here")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise UserError(f"--device {device!r}: choose auto, cpu or cuda")
-    return torch.device(device)
-
-
 def atomic_torch_save(obj, path: Path) -> None:
     """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
     with atomic_path(path) as tmp:
@@ -143,13 +126,6 @@ def load_checkpoint(path: str | Path) -> dict:
     if ckpt["format"] == "fastnst-checkpoint-1":  # one style, its state at the top level
         ckpt["styles"] = [{k: ckpt.get(k) for k in ("network", "optimizer", "history", "init_from")}]
     return ckpt
-
-
-def autocast_for(device: torch.device):
-    """bf16 autocast on CUDA (Gram matrices stay fp32 inside the objective); off elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast(device.type, enabled=False)
 
 
 def make_styles_step(models: list[torch.nn.Module], objectives: list[Objective],
@@ -199,23 +175,6 @@ def make_train_step(model: torch.nn.Module, objective: Objective, optimizer: tor
     """make_styles_step for one network: step(x) returns its detached loss terms."""
     step = make_styles_step([model], [objective], [optimizer], device, **options)
     return lambda x, teacher=None: step(x, teacher)[0]
-
-
-def use_gpu_speedups(device: torch.device, net: torch.nn.Module, objective: Objective, autotune: bool = True,
-                     channels_last: bool = True, batched_vgg: bool = True) -> None:
-    """What the trainer does on CUDA besides bf16 autocast and torch.compile: cuDNN autotuning and
-    TF32 for what stays fp32, channels-last tensors (what the tensor-core convolutions want), one
-    loss-network forward for output and content. The trainer takes all; the benchmark one by one."""
-    if device.type != "cuda":
-        return
-    if autotune:
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    if channels_last:
-        net.to(memory_format=torch.channels_last)
-        objective.to(memory_format=torch.channels_last)
-    objective.batched_content = batched_vgg
 
 
 @dataclass
@@ -363,8 +322,7 @@ class Trainer:
     def _start_from(net: TransformerNet, model: str) -> dict:
         """Load a trained model's network weights into `net` (Adam starts afresh); -> what the
         metadata records."""
-        from fastnst.inference import model_sibling, resolve_model
-        from fastnst.modelfile import load_model
+        from fastnst.modelfile import load_model, model_sibling, resolve_model
 
         path = resolve_model(model)
         if path.suffix == ".onnx":
@@ -408,7 +366,7 @@ class Trainer:
             "images_seen": self.images_seen,
             "final_losses": final_losses,
             "init_from": style.init_info,
-            "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
+            "device": describe(self.device),
             "world_size": self.world.size,
             "torch_version": torch.__version__,
         }
@@ -617,3 +575,55 @@ class Trainer:
             self._save_models()
         distributed.barrier(self.world)
         return [style.model_path for style in self.styles]
+
+
+def style_images(paths) -> list[str]:
+    """--style values: image files, and folders of them (their images, in order)."""
+    from fastnst.data import list_images
+
+    out = []
+    for path in [paths] if isinstance(paths, (str, Path)) else paths:
+        path = Path(path)
+        if path.is_dir():
+            found = list_images(path)
+            if not found:
+                raise UserError(f"{path}: no style images found in this folder")
+            out += [str(p) for p in found]
+        else:
+            out.append(str(path))
+    return out
+
+
+def open_run(style=None, *, resume: str | Path | None = None, **options) -> Trainer:
+    """A training run: of `style` (an image, a folder of images, or a list of them: one network per
+    style) with TrainConfig's `options`, or the run of the checkpoint `resume` with the options that
+    may change on resume. Per-style options (style_weight, init_from) take one value or a list."""
+    if options.get("steps") is not None and options.get("epochs") is not None:
+        raise UserError("give --steps or --epochs, not both")
+    unknown = sorted(set(options) - {f.name for f in dataclasses.fields(TrainConfig)} - {"style"})
+    if unknown:
+        raise TypeError(f"unknown training option {unknown[0]!r}")
+    for name in ("style_weight", "init_from"):  # one value for all styles, as a list of one or not
+        if isinstance(options.get(name), (list, tuple)) and len(options[name]) == 1:
+            options[name] = options[name][0]
+    if resume is not None:
+        if style:
+            raise UserError("--style cannot change when resuming: the checkpoint's styles are used")
+        return Trainer(resume=str(resume), overrides=options)
+    styles = style_images(style) if style else []
+    if not styles:
+        raise UserError("--style is required (the style image to learn)")
+    for name in ("out", "data", "teacher", "init_from"):
+        if isinstance(options.get(name), Path):
+            options[name] = str(options[name])
+    return Trainer(TrainConfig(style=styles[0] if len(styles) == 1 else styles, **options))
+
+
+def train(style=None, *, resume: str | Path | None = None, progress=None, **options) -> list[Path]:
+    """Train one network per style image, as `fastnst train` does; returns the model files, one per
+    style. `options` are TrainConfig's fields (steps, batch_size, data, out, style_weight, ...)."""
+    trainer = open_run(style, resume=resume, **options)
+    try:
+        return trainer.run(progress)
+    finally:
+        trainer.close()

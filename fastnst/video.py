@@ -49,10 +49,14 @@ def probe(src: Path) -> dict:
                 "height": v.codec_context.height, "audio": bool(c.streams.audio)}
 
 
-def stylize_video(stylizer: Stylizer, src: Path, dst: Path, max_size: int | None = None, keep_color: bool = False,
-                  strength: float = 1.0, tile: int | None = None,
+def stylize_video(src: str | Path, dst: str | Path, model: Stylizer | str, *, max_size: int | None = None,
+                  preserve_color: bool = False, strength: float = 1.0, tile: int | None = None, device: str = "auto",
                   on_frames: Callable[[int, int | None], None] | None = None) -> int:
-    """Stylize every frame of `src` into `dst`; returns the number of frames written."""
+    """Stylize every frame of the video or animated GIF `src` into `dst` (same frame count, frame
+    rate and audio) with `model`, a Stylizer or a model name or file; returns the number of frames
+    written. `on_frames(done, total)` is called as frames are written."""
+    stylizer = model if isinstance(model, Stylizer) else Stylizer(model, device)
+    src, dst, keep_color = Path(src), Path(dst), preserve_color
     if src.suffix.lower() == ".gif":
         return stylize_gif(stylizer, src, dst, max_size, keep_color, strength, tile, on_frames)
     import av
@@ -89,7 +93,7 @@ def stylize_video(stylizer: Stylizer, src: Path, dst: Path, max_size: int | None
                 if tile or keep_color or strength < 1.0 or stylizer.batch_limit == 1:
                     result = np.stack([stylize_array(stylizer, im, tile, keep_color, strength) for im in batch])
                 else:
-                    result = np.clip(stylizer(batch), 0, 1)
+                    result = np.clip(stylizer.stylize_batch(batch), 0, 1)
                 for f, img in zip(pending, result):
                     rgb = (img.transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8)
                     frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")

@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from conftest import ROOT
-from fastnst.inference import shipped_models
+from fastnst.modelfile import shipped_models
 from test_cli import fastnst
 
 
@@ -32,19 +32,20 @@ def test_stylize_with_a_shipped_name(tmp_path):
         assert Image.open(tmp_path / f"{model}.png").size == (50, 40)
 
 
-def test_readme_main_job_command_works_as_written(shared_data):
+def test_readme_main_job_command_works_as_written(shared_data, tmp_path):
+    """The README's stylize command, run as written from a checkout with shared/ beside it: here a
+    fresh folder with its own ../shared, so that no file a user left in the checkout matters."""
     readme = (ROOT / "README.md").read_text()
     block = re.search(r"## Stylize\s+```bash\n(.+?)\n```", readme, re.S).group(1)
     args = shlex.split(block.strip())
     assert args[:2] == ["fastnst", "stylize"] and "--model" in args
-    out = ROOT / args[args.index("--out") + 1]
-    assert not out.exists()
-    try:
-        r = fastnst(*args[1:], cwd=ROOT)
-        assert r.returncode == 0, r.stderr
-        assert Image.open(out).size == Image.open(ROOT / args[2]).size
-    finally:
-        out.unlink(missing_ok=True)
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (tmp_path / "shared").symlink_to(shared_data.parent)
+    r = fastnst(*args[1:], cwd=checkout)
+    assert r.returncode == 0, r.stderr
+    out = checkout / args[args.index("--out") + 1]
+    assert Image.open(out).size == Image.open(checkout / args[2]).size
 
 
 def test_gallery_is_a_labelled_grid_of_photos_times_models(tmp_path):

@@ -192,7 +192,7 @@ def test_cuda_optimised_step_matches_the_fp32_step(objective, mode):
         net = TransformerNet().to(dev)
         opt = torch.optim.Adam(net.parameters(), 1e-3, fused=fast)
         if fast:
-            from fastnst.training import use_gpu_speedups
+            from fastnst.devices import use_gpu_speedups
 
             use_gpu_speedups(dev, net, o)
             step = make_train_step(net, o, opt, dev, compile=True, compile_mode=mode)
@@ -222,7 +222,7 @@ def test_cuda_device_stream_matches_its_cpu_crops():
 def test_cuda_training_step_never_waits_for_the_host(objective, compile):
     """The trainer's loop on the GPU (device data stream, optimised step, losses accumulated on the
     device) runs without one host synchronisation: CUDA's sync debug mode turns any into an error."""
-    from fastnst.training import use_gpu_speedups
+    from fastnst.devices import use_gpu_speedups
 
     dev = torch.device("cuda")
     torch._dynamo.reset()

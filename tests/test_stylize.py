@@ -201,7 +201,7 @@ def test_tiling_matches_untiled_output(shared_data):
     class PerTile:  # a stylizer without access to the network's normalisation
         net, batch_limit = None, 1
 
-        def __call__(self, b):
+        def stylize_batch(self, b):
             with torch.no_grad():
                 return net(torch.from_numpy(b)).numpy()
 
