@@ -27,7 +27,21 @@ if TYPE_CHECKING:
     from fastnst.network import TransformerNet
 
 FORMAT = "fastnst-model-1"
-WEIGHTS_DIR = Path(os.environ.get("FASTNST_WEIGHTS", Path(__file__).resolve().parents[1] / "weights"))
+
+
+def _weights_dir() -> Path:
+    """FASTNST_WEIGHTS if set; else weights/ of the checkout (an editable install), else the copy an
+    installed fastnst carries (share/fastnst/weights under its prefix)."""
+    import sys
+
+    if "FASTNST_WEIGHTS" in os.environ:
+        return Path(os.environ["FASTNST_WEIGHTS"])
+    checkout = Path(__file__).resolve().parents[1] / "weights"
+    installed = Path(sys.prefix) / "share" / "fastnst" / "weights"
+    return checkout if checkout.is_dir() or not installed.is_dir() else installed
+
+
+WEIGHTS_DIR = _weights_dir()
 
 
 # -- finding models ------------------------------------------------------------------------------
