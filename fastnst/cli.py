@@ -149,7 +149,7 @@ def train(
                                                              "afresh."),
 ):
     require_training_install("fastnst train")
-    from fastnst.losses import parse_layer_weights
+    from fastnst.config import parse_layer_weights
     from fastnst.training import open_run
 
     def given(name: str) -> bool:
@@ -276,7 +276,7 @@ def stylize(
     if len(inputs) == 1 and not Path(inputs[0]).exists() and not any(c in inputs[0] for c in "*?["):
         raise UserError(f"{inputs[0]}: no such file")  # before loading anything: a quick answer
     from fastnst.inference import Stylizer
-    from fastnst.stylize import plan, run_job
+    from fastnst.jobs import plan, run_job
 
     stylizer = Stylizer(model, device.value, tiling=tile is not None)
     if tile is not None and stylizer.net is None:
@@ -317,10 +317,16 @@ def optimize(
     size: int = typer.Option(512, min=16, max=8192, help="Long side of the content image."),
     style_size: Optional[int] = typer.Option(None, min=16, max=8192, help="Long side of the style image "
                                                                           "[default: --size]."),
+    loss_net: LossNet = typer.Option(LossNet.vgg19, help="Loss network."),
+    vgg_weights: str = typer.Option("bundled", help="Loss network weights: bundled (VGG19, offline), "
+                                                    "torchvision (downloaded) or a state-dict file."),
     pooling: Pooling = typer.Option(Pooling.max, help="The loss network's pooling (avg: Gatys's variant)."),
     content_weight: float = typer.Option(1.0, min=0.0, help="Weight of the content loss."),
     style_weight: float = typer.Option(1.0, min=0.0, help="Weight of the style loss."),
     tv_weight: float = typer.Option(1.0, min=0.0, help="Weight of the total-variation loss."),
+    content_layers: Optional[str] = typer.Option(None, help="Content layers and weights, e.g. 'relu4_2:1e-5' "
+                                                            "[default: as for train]."),
+    style_layers: Optional[str] = typer.Option(None, help="Style layers and weights [default: as for train]."),
     lr: Optional[float] = typer.Option(None, min=1e-6, max=10.0, help="Step size [default: 1 for L-BFGS, "
                                                                       "0.02 for Adam]."),
     preserve_color: bool = typer.Option(False, "--preserve-color", help="Keep the content's colours."),
@@ -331,58 +337,34 @@ def optimize(
     require_training_install("fastnst optimize")
     from rich.console import Console
 
-    from fastnst.images import load_rgb, resize_long_side, save_image_atomic, to_pil, to_tensor
-    from fastnst.inference import array_to_pil, preserve_color as keep_colors
-    from fastnst.losses import LossWeights, Objective, default_layer_weights
-    from fastnst.lossnet import VGGFeatures
-    from fastnst.optimizer import gatys
-    from fastnst.devices import resolve_device
+    from fastnst.gatys import optimize_image
+    from fastnst.config import LossConfig, parse_layer_weights
 
-    if out.resolve() in (content.resolve(), style.resolve()):
-        raise UserError(f"{out}: --out would overwrite an input")
-    dev = resolve_device(device.value)
-    s = to_tensor(resize_long_side(load_rgb(style), style_size or size)).unsqueeze(0)
-    if init not in ("content", "noise") and not Path(init).is_file():
-        raise UserError(f"--init {init}: choose content, noise or an image file")
-    c_layers, s_layers = default_layer_weights("vgg19")
-    objective = Objective(VGGFeatures("vgg19", "bundled", [*c_layers, *s_layers], pooling=pooling.value),
-                          LossWeights(content_weight, style_weight, tv_weight, c_layers, s_layers)).to(dev)
-    objective.set_style(s)
+    loss = LossConfig(loss_net=loss_net.value, vgg_weights=vgg_weights, pooling=pooling.value,
+                      content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
+                      content_layers=parse_layer_weights(content_layers) if content_layers else {},
+                      style_layers=parse_layer_weights(style_layers) if style_layers else {})
     console = Console(stderr=True)
     if content.is_dir():
         from fastnst.teacher import optimize_folder
-
-        settings = dict(steps=steps, optimizer=optimizer.value, init=init, size=size, style_size=style_size or size,
-                        pooling=pooling.value, content_weight=content_weight, style_weight=style_weight,
-                        tv_weight=tv_weight, lr=lr, seed=seed)
 
         def on_image(i, n, name, rec):
             console.print(f"[{i}/{n}] {name}: J {rec['J']:.4g} after {steps} iterations, {rec['seconds']:.1f}s",
                           highlight=False, markup=False)
 
-        done = optimize_folder(objective, content, style, out, settings, dev, on_image)
+        done = optimize_folder(content, style, out, loss, dict(steps=steps, optimizer=optimizer.value, init=init,
+                               size=size, style_size=style_size or size, lr=lr, seed=seed), device.value, on_image)
         print(f"wrote {done} target(s) and {out / 'teacher.json'}: train with --teacher {out}", file=sys.stderr)
         return
-    x = to_tensor(resize_long_side(load_rgb(content), size)).unsqueeze(0).to(dev)
 
     def on_step(i, rec):
         if i % max(1, steps // 20) == 0 or i == steps:
             console.print(f"iteration {i}/{steps}  J {rec['J']:.4g} (content {rec['content']:.3g} "
                           f"style {rec['style']:.3g} tv {rec['tv']:.3g})  {rec['seconds']:.1f}s", highlight=False)
 
-    record = set(range(snapshot_every, steps + 1, snapshot_every)) if snapshot_every else set()
-    result = gatys(objective, x, steps, optimizer.value, init, seed, lr, record_at=record, on_step=on_step)
-
-    def finish(t):
-        if not preserve_color:
-            return to_pil(t)
-        return array_to_pil(keep_colors(t[0].cpu().numpy(), x[0].cpu().numpy()))
-
-    for i, snap in sorted(result.snapshots.items()):
-        if i != steps:
-            save_image_atomic(finish(snap), out.with_name(f"{out.stem}_{i:04d}{out.suffix}"))
-    save_image_atomic(finish(result.image), out)
-    last = result.history[-1]
+    last = optimize_image(content, style, out, loss, steps=steps, optimizer=optimizer.value, init=init, size=size,
+                          style_size=style_size, lr=lr, preserve_color=preserve_color, snapshot_every=snapshot_every,
+                          device=device.value, seed=seed, on_step=on_step)
     print(f"wrote {out} ({steps} {optimizer.value} iterations, J {last['J']:.4g}, {last['seconds']:.1f}s)",
           file=sys.stderr)
 

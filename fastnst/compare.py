@@ -25,12 +25,12 @@ from PIL import Image
 from fastnst.devices import describe, resolve_device
 from fastnst.errors import UserError
 from fastnst.files import atomic_path
-from fastnst.images import load_rgb, resize_long_side, to_pil, to_tensor
+from fastnst.images import load_image_tensor, load_rgb, resize_long_side, to_pil, to_tensor
 from fastnst.inference import Stylizer
+from fastnst.config import LossConfig
+from fastnst.losses import Objective
 from fastnst.modelfile import load_model, model_sibling
-from fastnst.losses import LossWeights, Objective
-from fastnst.lossnet import VGGFeatures
-from fastnst.optimizer import gatys
+from fastnst.gatys import gatys
 
 SPEEDUP_AT = (100, 300, 500)
 INITS = ("noise", "content")  # Johnson 2016's start first
@@ -39,12 +39,9 @@ INITS = ("noise", "content")  # Johnson 2016's start first
 def objective_for(stylizer: Stylizer, style: Path | None, device: torch.device) -> Objective:
     """The objective a model was trained with: its loss network, layers, weights and style."""
     meta = stylizer.metadata
-    loss, cfg = meta["loss"], meta["config"]
-    lossnet = VGGFeatures(cfg["loss_net"], cfg["vgg_weights"], [*loss["content_layers"], *loss["style_layers"]])
-    objective = Objective(lossnet, LossWeights(loss["content_weight"], loss["style_weight"], loss["tv_weight"],
-                                               loss["content_layers"], loss["style_layers"])).to(device)
+    objective = Objective.from_config(LossConfig.from_metadata(meta)).to(device)
     if style is not None:
-        objective.set_style(to_tensor(resize_long_side(load_rgb(style), cfg["style_size"])).unsqueeze(0))
+        objective.set_style(load_image_tensor(style, meta["config"]["style_size"]))
         return objective
     twin = model_sibling(stylizer.path, ".safetensors")
     if not twin.is_file():

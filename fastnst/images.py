@@ -92,6 +92,32 @@ def to_pil(t: torch.Tensor) -> Image.Image:
     return Image.fromarray(a, "RGB")
 
 
+def load_image_tensor(path: str | Path, long_side: int) -> torch.Tensor:
+    """An image file as a 1 x 3 x H x W float tensor in [0, 1], resized so its long side is `long_side`."""
+    return to_tensor(resize_long_side(load_rgb(path), long_side)).unsqueeze(0)
+
+
+def pil_to_array(im: Image.Image) -> np.ndarray:
+    """PIL image -> float32 3 x H x W in [0, 1] (RGB)."""
+    return np.asarray(im.convert("RGB"), np.float32).transpose(2, 0, 1) / 255.0
+
+
+def array_to_pil(a: np.ndarray) -> Image.Image:
+    """float 3 x H x W in [0, 1] -> PIL RGB image."""
+    return Image.fromarray((np.clip(a, 0, 1) * 255.0 + 0.5).astype(np.uint8).transpose(1, 2, 0), "RGB")
+
+
+def fit_max_size(size: tuple[int, int], max_size: int | None, even: bool = False) -> tuple[int, int]:
+    """(w, h) scaled down so the long side is at most max_size (never up); even sides for video."""
+    w, h = size
+    if max_size and max(w, h) > max_size:
+        s = max_size / max(w, h)
+        w, h = max(1, round(w * s)), max(1, round(h * s))
+    if even:
+        w, h = max(2, w - w % 2), max(2, h - h % 2)
+    return w, h
+
+
 def resize_long_side(im: Image.Image, size: int) -> Image.Image:
     """Resize so that the longer side is `size` pixels, keeping the aspect ratio."""
     w, h = im.size

@@ -8,12 +8,11 @@ with a PyTorch model, see fastnst.tiling), --preserve-color and --strength, with
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from PIL import Image
 
 from fastnst.errors import UserError, require_training_install
+from fastnst.images import array_to_pil, fit_max_size, pil_to_array
 from fastnst.modelfile import model_sibling, read_onnx_metadata, resolve_model
 
 def onnx_providers(device: str) -> list[str]:
@@ -129,53 +128,6 @@ def torch_installed() -> bool:
         return False
 
 
-def _ramp(n: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
-    """1-D blending weights of a tile: linear ramps over the overlap, except at the image's edges."""
-    w = np.ones(n, np.float32)
-    k = min(overlap, n)
-    ramp = (np.arange(k, dtype=np.float32) + 0.5) / k
-    if not at_start:
-        w[:k] = np.minimum(w[:k], ramp)
-    if not at_end:
-        w[n - k:] = np.minimum(w[n - k:], ramp[::-1])
-    return w
-
-
-def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
-    if size <= tile:
-        return [0]
-    return list(range(0, size - tile, tile - overlap)) + [size - tile]
-
-
-def stylize_tiled(stylizer: Stylizer, image: np.ndarray, tile: int) -> np.ndarray:
-    """Stylize a 3 x H x W float image in overlapping tile x tile pieces.
-
-    With a PyTorch network, tiles share whole-image normalisation statistics (fastnst.tiling) and
-    match the untiled output. An ONNX model normalises each tile by itself, so tiles are blended
-    with linear ramps over a quarter-tile overlap to hide the seams; colours can still drift
-    between distant tiles."""
-    if stylizer.net is not None:
-        from fastnst.tiling import stylize_tiled_global
-
-        return stylize_tiled_global(stylizer.net, image, tile, device=stylizer.torch_device)
-    _, h, w = image.shape
-    overlap = max(16, tile // 4)
-    out = np.zeros_like(image)
-    weight = np.zeros((h, w), np.float32)
-    ys, xs = _tile_starts(h, tile, overlap), _tile_starts(w, tile, overlap)
-    for y0 in ys:
-        for x0 in xs:
-            piece = image[:, y0:y0 + tile, x0:x0 + tile]
-            result = stylizer.stylize_batch(piece[None])[0]
-            th, tw = piece.shape[1:]
-            wy = _ramp(th, overlap, y0 == 0, y0 + th >= h)
-            wx = _ramp(tw, overlap, x0 == 0, x0 + tw >= w)
-            wgt = wy[:, None] * wx[None, :]
-            out[:, y0:y0 + th, x0:x0 + tw] += result * wgt
-            weight[y0:y0 + th, x0:x0 + tw] += wgt
-    return out / weight
-
-
 def preserve_color(stylized: np.ndarray, content: np.ndarray) -> np.ndarray:
     """Luminance-only transfer: the stylized image's luma (BT.601) with the content's chroma."""
     m = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], np.float32)
@@ -190,6 +142,8 @@ def stylize_array(stylizer: Stylizer, image: np.ndarray, tile: int | None = None
                   strength: float = 1.0) -> np.ndarray:
     """3 x H x W float32 in [0, 1] -> stylized, same shape."""
     if tile and max(image.shape[1:]) > tile:
+        from fastnst.tiling import stylize_tiled
+
         out = stylize_tiled(stylizer, image, tile)
     else:
         out = stylizer.stylize_batch(image[None])[0]
@@ -198,25 +152,6 @@ def stylize_array(stylizer: Stylizer, image: np.ndarray, tile: int | None = None
     if strength < 1.0:
         out = strength * out + (1.0 - strength) * image
     return np.clip(out, 0.0, 1.0)
-
-
-def pil_to_array(im: Image.Image) -> np.ndarray:
-    return np.asarray(im.convert("RGB"), np.float32).transpose(2, 0, 1) / 255.0
-
-
-def array_to_pil(a: np.ndarray) -> Image.Image:
-    return Image.fromarray((np.clip(a, 0, 1) * 255.0 + 0.5).astype(np.uint8).transpose(1, 2, 0), "RGB")
-
-
-def fit_max_size(size: tuple[int, int], max_size: int | None, even: bool = False) -> tuple[int, int]:
-    """(w, h) scaled down so the long side is at most max_size (never up); even sides for video."""
-    w, h = size
-    if max_size and max(w, h) > max_size:
-        s = max_size / max(w, h)
-        w, h = max(1, round(w * s)), max(1, round(h * s))
-    if even:
-        w, h = max(2, w - w % 2), max(2, h - h % 2)
-    return w, h
 
 
 def stylize_image(stylizer: Stylizer, im: Image.Image, max_size: int | None = None, tile: int | None = None,

@@ -12,31 +12,12 @@ Scale conventions (images RGB in [0, 1]):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastnst.config import LossConfig
 from fastnst.lossnet import VGGFeatures
-
-# Defaults, chosen by looking at results on the bundled VGG19 (see README, "Loss defaults").
-# Shallow and deep layers have Gram matrices of very different sizes (the squared Gram error
-# between a photo and Starry Night runs from ~1e2 at relu5_1 to ~1e6 at relu4_1), so each
-# layer's weight is about 1 / that error: every layer then pulls about equally, and
-# content_weight = style_weight = 1 balances content and style.
-DEFAULT_LAYERS = {
-    "vgg19": {"content": {"relu2_2": 1e-5},
-              "style": {"relu1_1": 1.5e-3, "relu2_1": 1.5e-5, "relu3_1": 3e-5, "relu4_1": 8e-7, "relu5_1": 8e-3}},
-    # Johnson 2016's layers. Untuned: same per-layer scale as the VGG19 layers of the same block.
-    "vgg16": {"content": {"relu2_2": 1e-5},
-              "style": {"relu1_2": 1.5e-3, "relu2_2": 1.5e-5, "relu3_3": 3e-5, "relu4_3": 8e-7}},
-}
-# torchvision's weights take (x - mean) / std instead of Caffe's 255 * x - mean: activations are
-# about 255 * 0.226 = 57.7 times smaller, so squared feature errors scale by 57.7^2 and squared
-# Gram errors by 57.7^4 (ReLU networks are nearly positively homogeneous).
-TORCHVISION_FEATURE_RATIO = 255 * 0.226
-
 
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     """B x C x H x W -> B x C x C, normalised by C*H*W, always in float32.
@@ -72,15 +53,6 @@ def tv_loss(images: torch.Tensor) -> torch.Tensor:
     return (dy.pow(2).mean() if dy.numel() else zero) + (dx.pow(2).mean() if dx.numel() else zero)
 
 
-@dataclass
-class LossWeights:
-    content: float = 1.0
-    style: float = 1.0
-    tv: float = 1.0
-    content_layers: dict[str, float] = field(default_factory=dict)
-    style_layers: dict[str, float] = field(default_factory=dict)
-
-
 class Objective(nn.Module):
     """J(y; x, s): how far an image y is from content x in content and from style s in style.
 
@@ -89,22 +61,32 @@ class Objective(nn.Module):
     sum "total", each a scalar averaged over the batch.
     """
 
-    def __init__(self, lossnet: VGGFeatures, weights: LossWeights, batched_content: bool = False):
+    def __init__(self, lossnet: VGGFeatures, config: LossConfig, batched_content: bool = False):
         super().__init__()
         self.lossnet = lossnet
-        self.weights = weights
+        self.config = config
         self.style_grams: dict[str, torch.Tensor] = {}
         # One loss-network forward for output and content together (faster on GPUs, where launches
         # and small batches cost more than the extra backward through the first layers).
         self.batched_content = batched_content
 
+    @classmethod
+    def from_config(cls, config: LossConfig, lossnet: VGGFeatures | None = None) -> Objective:
+        """The objective of `config` (default layers filled in), on `lossnet` when given (several
+        objectives can share one loss network) or a new one."""
+        config = config.resolved()
+        if lossnet is None:
+            lossnet = VGGFeatures(config.loss_net, config.vgg_weights, [*config.content_layers, *config.style_layers],
+                                  pooling=config.pooling)
+        return cls(lossnet, config)
+
     @property
     def content_layers(self) -> dict[str, float]:
-        return self.weights.content_layers
+        return self.config.content_layers
 
     @property
     def style_layers(self) -> dict[str, float]:
-        return self.weights.style_layers
+        return self.config.style_layers
 
     @torch.no_grad()
     def set_style(self, style: torch.Tensor) -> None:
@@ -134,10 +116,10 @@ class Objective(nn.Module):
         return {l: f.detach() for l, f in self.lossnet(content, list(self.content_layers)).items()}
 
     def terms(self, out_feats, content_feats, output: torch.Tensor) -> dict[str, torch.Tensor]:
-        w = self.weights
-        c = w.content * content_loss(out_feats, content_feats, self.content_layers)
-        s = w.style * style_loss(out_feats, self.style_grams, self.style_layers)
-        t = w.tv * tv_loss(output)
+        w = self.config
+        c = w.content_weight * content_loss(out_feats, content_feats, self.content_layers)
+        s = w.style_weight * style_loss(out_feats, self.style_grams, self.style_layers)
+        t = w.tv_weight * tv_loss(output)
         return {"content": c, "style": s, "tv": t, "total": c + s + t}
 
     def forward(self, output: torch.Tensor, content: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -180,23 +162,3 @@ def joint_terms(objectives: list[Objective], outputs: list[torch.Tensor],
     return [o.terms({l: f[i * b:(i + 1) * b] for l, f in feats.items()} if len(outputs) > 1 else feats,
                     content_feats, y)
             for i, (o, y) in enumerate(zip(objectives, outputs))]
-
-
-def default_layer_weights(arch: str, convention: str = "caffe") -> tuple[dict[str, float], dict[str, float]]:
-    """Default (content, style) layer weights for a loss network and its input convention."""
-    d = DEFAULT_LAYERS[arch]
-    k = TORCHVISION_FEATURE_RATIO if convention == "torchvision" else 1.0
-    return ({l: w * k**2 for l, w in d["content"].items()},
-            {l: w * k**4 for l, w in d["style"].items()})
-
-
-def parse_layer_weights(spec: str) -> dict[str, float]:
-    """'relu1_1:1,relu2_1:0.5' or 'relu2_2' -> {'relu1_1': 1.0, ...}."""
-    out = {}
-    for item in spec.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        name, _, w = item.partition(":")
-        out[name.strip()] = float(w) if w else 1.0
-    return out

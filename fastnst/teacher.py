@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from fastnst.errors import UserError
 from fastnst.files import atomic_path
-from fastnst.images import load_rgb, to_tensor
+from fastnst.images import load_image_tensor, load_rgb, to_tensor
 
 MANIFEST = "teacher.json"
 FORMAT = "fastnst-teacher-1"
@@ -86,22 +86,27 @@ def teacher_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(output.float(), target.float())
 
 
-def optimize_folder(objective, content_dir: Path, style: Path, out: Path, settings: dict, device: torch.device,
+def optimize_folder(content_dir: Path, style: Path, out: Path, loss, settings: dict, device: str = "auto",
                     on_image=None) -> int:
-    """Run the Gatys optimizer on every photo under `content_dir` and write its output to
-    `out/<relative path>.png`, updating the manifest after each one. Rerunning with the same
-    settings skips the photos already done (an interrupted run continues); other settings are
+    """Run the Gatys optimizer (objective `loss` with the style image `style`; `settings`: steps,
+    optimizer, init, size, style_size, lr, seed) on every photo under `content_dir` and write its
+    output to `out/<relative path>.png`, updating the manifest after each one. Rerunning with the
+    same settings skips the photos already done (an interrupted run continues); other settings are
     refused rather than mixed. Returns how many targets the folder holds."""
     from fastnst.data import list_images
+    from fastnst.devices import resolve_device
     from fastnst.files import sha256_file
-    from fastnst.images import resize_long_side, save_image_atomic, to_pil
-    from fastnst.optimizer import gatys
+    from fastnst.gatys import gatys, style_objective
+    from fastnst.images import save_image_atomic, to_pil
 
     photos = list_images(content_dir)
     if not photos:
         raise UserError(f"{content_dir}: no images found")
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: with a --content folder, --out must be a folder")
+    settings = {**settings, **loss.loss_settings()}
+    device = resolve_device(device)
+    objective = style_objective(loss, style, settings["style_size"], device)
     manifest = {"format": FORMAT, "style": str(style), "style_sha256": sha256_file(style),
                 "settings": settings, "pairs": []}
     if (out / MANIFEST).exists():
@@ -115,7 +120,7 @@ def optimize_folder(objective, content_dir: Path, style: Path, out: Path, settin
         key = str(photo.resolve())
         if key in done:
             continue
-        x = to_tensor(resize_long_side(load_rgb(photo), settings["size"])).unsqueeze(0).to(device)
+        x = load_image_tensor(photo, settings["size"]).to(device)
         result = gatys(objective, x, settings["steps"], settings["optimizer"], settings["init"], settings["seed"],
                        settings["lr"])
         target = photo.relative_to(content_dir).with_suffix(".png")

@@ -15,19 +15,70 @@ statistics of the whole image instead:
    equals the untiled output (checked: 0.0007/255).
 
 Memory: the network sees one tile or the proxy at a time; image and output are float32 arrays.
+
+An ONNX model's normalisation cannot be reached, so its tiles are stylized independently and blended
+over a quarter-tile overlap (`stylize_tiled` picks): numpy only, for the light install.
 """
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
-from fastnst.network import InstanceNorm, TransformerNet
+import numpy as np
+
+if TYPE_CHECKING:  # the seamless path needs torch (the training install)
+    import torch
+
+    from fastnst.network import InstanceNorm, TransformerNet
 
 HALO = 64
 REFINE_LAYERS = 3
 MIN_PROXY = 1024
+
+
+def _ramp(n: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
+    """1-D blending weights of a tile: linear ramps over the overlap, except at the image's edges."""
+    w = np.ones(n, np.float32)
+    k = min(overlap, n)
+    ramp = (np.arange(k, dtype=np.float32) + 0.5) / k
+    if not at_start:
+        w[:k] = np.minimum(w[:k], ramp)
+    if not at_end:
+        w[n - k:] = np.minimum(w[n - k:], ramp[::-1])
+    return w
+
+
+def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    if size <= tile:
+        return [0]
+    return list(range(0, size - tile, tile - overlap)) + [size - tile]
+
+
+def stylize_tiled(stylizer, image: np.ndarray, tile: int) -> np.ndarray:
+    """Stylize a 3 x H x W float image in overlapping tile x tile pieces.
+
+    With a PyTorch network, tiles share whole-image normalisation statistics (fastnst.tiling) and
+    match the untiled output. An ONNX model normalises each tile by itself, so tiles are blended
+    with linear ramps over a quarter-tile overlap to hide the seams; colours can still drift
+    between distant tiles."""
+    if stylizer.net is not None:
+        return stylize_tiled_global(stylizer.net, image, tile, device=stylizer.torch_device)
+    _, h, w = image.shape
+    overlap = max(16, tile // 4)
+    out = np.zeros_like(image)
+    weight = np.zeros((h, w), np.float32)
+    ys, xs = _tile_starts(h, tile, overlap), _tile_starts(w, tile, overlap)
+    for y0 in ys:
+        for x0 in xs:
+            piece = image[:, y0:y0 + tile, x0:x0 + tile]
+            result = stylizer.stylize_batch(piece[None])[0]
+            th, tw = piece.shape[1:]
+            wy = _ramp(th, overlap, y0 == 0, y0 + th >= h)
+            wx = _ramp(tw, overlap, x0 == 0, x0 + tw >= w)
+            wgt = wy[:, None] * wx[None, :]
+            out[:, y0:y0 + th, x0:x0 + tw] += result * wgt
+            weight[y0:y0 + th, x0:x0 + tw] += wgt
+    return out / weight
 
 
 class _Stop(Exception):
@@ -43,6 +94,8 @@ class _Recorder:
         self.stop_after = stop_after
 
     def __call__(self, layer, x):
+        import torch
+
         (y0, y1, x0, x1), (th, tw) = self.box
         sy, sx = max(1, round(th / x.shape[-2])), max(1, round(tw / x.shape[-1]))
         part = x[..., y0 // sy: -(-y1 // sy), x0 // sx: -(-x1 // sx)].double()
@@ -66,11 +119,21 @@ def _cores(size: int, core: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
 
 
-@torch.no_grad()
 def stylize_tiled_global(net: TransformerNet, image: np.ndarray, tile: int, device: str | torch.device = "cpu",
                          proxy_side: int | None = None, refine_layers: int = REFINE_LAYERS) -> np.ndarray:
     """3 x H x W float32 in [0, 1] -> stylized, the network seeing `tile` x `tile` pieces."""
-    net = net.eval()
+    import torch
+
+    with torch.no_grad():
+        return _tiled_global(net.eval(), image, tile, device, proxy_side, refine_layers)
+
+
+def _tiled_global(net, image, tile, device, proxy_side, refine_layers) -> np.ndarray:
+    import torch
+    import torch.nn.functional as F
+
+    from fastnst.network import InstanceNorm
+
     _, h, w = image.shape
     halo = min(HALO, tile // 4)
     core = max(4, tile - 2 * halo)

@@ -29,14 +29,14 @@ import torch
 
 import fastnst
 from fastnst import distributed
+from fastnst.config import DEFAULT_STEPS, RESUMABLE_OVERRIDES, LossConfig, TrainConfig
 from fastnst.data import (BatchStream, DeviceBatchStream, PackedImages, Position, load_fixed_images,
                           open_training_data)
 from fastnst.devices import autocast_for, describe, resolve_device, use_gpu_speedups
 from fastnst.errors import Interrupted, TrainingDiverged, UserError
 from fastnst.files import atomic_path, sha256_file
 from fastnst.images import load_rgb, resize_long_side, save_image_atomic, to_pil, to_tensor
-from fastnst.losses import LossWeights, Objective, default_layer_weights, joint_terms
-from fastnst.lossnet import VGGFeatures
+from fastnst.losses import Objective, joint_terms
 from fastnst.modelfile import save_model
 from fastnst.network import TransformerNet
 from fastnst.teacher import TeacherPairs, teacher_loss
@@ -44,64 +44,6 @@ from fastnst.teacher import TeacherPairs, teacher_loss
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = "fastnst-checkpoint-2"  # -1 held one style's network, optimizer and history at the top level
 MODEL_NAME = "model.safetensors"
-DEFAULT_STEPS = 40_000  # 160k images at batch 4: Johnson 2016's budget (two epochs of COCO)
-DEFAULT_DATA = "hf:detection-datasets/coco:train"
-# What may differ between a run and its resumption: its length and how it ends (the lr decay),
-# where it writes, how it runs.
-RESUMABLE_OVERRIDES = ("steps", "epochs", "lr_decay", "out", "device", "workers", "checkpoint_every",
-                       "sample_every", "log_every", "compile")
-
-
-@dataclass
-class TrainConfig:
-    # One style image (a path), or several (a list: one network each, trained together); likewise
-    # style_weight and init_from take one value for all styles or a list of one per style.
-    style: str | list[str]
-    data: str = DEFAULT_DATA
-    out: str = ""
-    steps: int | None = None
-    epochs: int | None = None
-    batch_size: int = 4
-    image_size: int = 256
-    style_size: int = 512
-    content_weight: float = 1.0
-    style_weight: float | list[float] = 1.0
-    tv_weight: float = 1.0
-    content_layers: dict[str, float] = field(default_factory=dict)
-    style_layers: dict[str, float] = field(default_factory=dict)
-    lr: float = 1e-3
-    lr_decay: float = 0.0  # the last fraction of the steps over which lr falls linearly to 0 (0: constant)
-    loss_net: str = "vgg19"
-    vgg_weights: str = "bundled"
-    width: int = 32
-    blocks: int = 5
-    device: str = "auto"
-    checkpoint_every: int = 1000
-    sample_every: int = 500
-    log_every: int = 10
-    workers: int = 4
-    seed: int = 0
-    compile: bool = True  # torch.compile the step on CUDA (a minute of compiling, then faster)
-    teacher: str = ""  # a folder of Gatys-optimizer targets (fastnst optimize --content DIR)
-    teacher_weight: float = 0.0
-    init_from: str | list[str] = ""  # start from this trained model's network (a continuation or a fine-tune)
-
-    @property
-    def styles(self) -> list[str]:
-        return [self.style] if isinstance(self.style, str) else list(self.style)
-
-    def per_style(self, name: str) -> list:
-        """The value of a per-style setting for each style: one value for all, or one each."""
-        value, n = getattr(self, name), len(self.styles)
-        values = list(value) if isinstance(value, (list, tuple)) else [value] * n
-        if len(values) != n:
-            raise UserError(f"--{name.replace('_', '-')}: give one value, or one per style ({n}), not {len(values)}")
-        return values
-
-    def for_style(self, i: int) -> dict:
-        """The configuration of style i alone: what its model's metadata records."""
-        return {**dataclasses.asdict(self), "style": self.styles[i], "style_weight": self.per_style("style_weight")[i],
-                "init_from": self.per_style("init_from")[i]}
 
 
 def atomic_torch_save(obj, path: Path) -> None:
@@ -214,18 +156,15 @@ class Trainer:
         self.config = cfg = config
         if cfg.steps is None and cfg.epochs is None:
             cfg.steps = DEFAULT_STEPS
-        if not cfg.content_layers or not cfg.style_layers:
-            convention = "caffe" if cfg.vgg_weights == "bundled" else "torchvision"
-            c, s = default_layer_weights(cfg.loss_net, convention)
-            cfg.content_layers = cfg.content_layers or c
-            cfg.style_layers = cfg.style_layers or s
+        cfg.content_layers, cfg.style_layers = cfg.resolved().content_layers, cfg.resolved().style_layers
         images = [Path(p) for p in cfg.styles]
         names = [p.stem for p in images]
         twice = next((n for n in names if names.count(n) > 1), None)
         if twice:
             raise UserError(f"two style images are named {twice!r}: each style's model is named after its "
                             f"image, so rename one")
-        style_weights, inits = cfg.per_style("style_weight"), cfg.per_style("init_from")
+        cfg.per_style("style_weight")  # one value, or one per style
+        inits = cfg.per_style("init_from")
         self.out = Path(cfg.out or default_run_folder(names))
         outs = [self.out] if len(names) == 1 else [self.out / n for n in names]
         if ckpt is None:
@@ -242,14 +181,14 @@ class Trainer:
 
         style_images = [resize_long_side(load_rgb(p), cfg.style_size) for p in images]
         self.source = open_training_data(cfg.data, self.device, cfg.image_size, cfg.workers)
-        lossnet = VGGFeatures(cfg.loss_net, cfg.vgg_weights, [*cfg.content_layers, *cfg.style_layers])
+        objectives = [Objective.from_config(cfg.for_style(0))]
+        objectives += [Objective.from_config(cfg.for_style(i), objectives[0].lossnet)  # one loss network
+                       for i in range(1, len(names))]
         # Every style's network starts from the same random state: the network of that style alone.
         net_rng = torch.get_rng_state()
         self.styles: list[StyleRun] = []
-        for name, image, style_image, weight, init_from, out in zip(names, images, style_images, style_weights,
-                                                                     inits, outs):
-            objective = Objective(lossnet, LossWeights(cfg.content_weight, weight, cfg.tv_weight,
-                                                       dict(cfg.content_layers), dict(cfg.style_layers)))
+        for name, image, style_image, objective, init_from, out in zip(names, images, style_images, objectives,
+                                                                        inits, outs):
             objective = objective.to(self.device)
             objective.set_style(to_tensor(style_image).unsqueeze(0))
             torch.set_rng_state(net_rng)
@@ -348,19 +287,17 @@ class Trainer:
                                 f"or choose another --out")
 
     def metadata(self, i: int, final_losses: dict | None) -> dict:
-        """What style i's model file records: how it was made, as if it had been trained alone."""
-        cfg, style = self.config, self.styles[i]
-        loss_config = cfg.for_style(i)
+        """What style i's model file records: how it was made, as if it had been trained alone. The
+        loss settings are in "loss" only; "config" holds the rest of the configuration."""
+        style, alone = self.styles[i], dataclasses.asdict(self.config.for_style(i))
         return {
             "fastnst_version": fastnst.__version__,
             "style_name": style.name,
             "style_sha256": style.sha256,
             "data": self.source.description,
             "loss_network": style.objective.lossnet.describe(),
-            "loss": {"content_weight": cfg.content_weight, "style_weight": loss_config["style_weight"],
-                     "tv_weight": cfg.tv_weight, "content_layers": cfg.content_layers,
-                     "style_layers": cfg.style_layers},
-            "config": loss_config,
+            "loss": style.objective.config.loss_settings(),
+            "config": {k: v for k, v in alone.items() if k not in LossConfig().loss_settings()},
             "trained_with": [s.name for s in self.styles] if len(self.styles) > 1 else None,
             "steps": self.step,
             "images_seen": self.images_seen,

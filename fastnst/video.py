@@ -16,7 +16,8 @@ from PIL import Image, ImageSequence
 
 from fastnst.errors import UserError
 from fastnst.files import atomic_path
-from fastnst.inference import Stylizer, array_to_pil, fit_max_size, stylize_array
+from fastnst.images import array_to_pil, fit_max_size
+from fastnst.inference import Stylizer, stylize_array
 
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif"}
 VIDEO_CODECS = {".mp4": "libx264", ".mov": "libx264", ".mkv": "libx264", ".webm": "libvpx-vp9", ".avi": "mpeg4"}

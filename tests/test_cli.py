@@ -3,16 +3,19 @@ import os
 import shutil
 import subprocess
 import sys
-
+import tempfile
 
 from conftest import ROOT
 from fastnst.modelfile import read_metadata
 
 
 def fastnst(*args, cwd=None):
+    """`fastnst ARGS` in a subprocess, in `cwd` or else a fresh empty folder: never in the checkout,
+    where a user's files could change what a test sees."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "fastnst", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd or ROOT, env=env, timeout=600)
+    with tempfile.TemporaryDirectory() as empty:
+        return subprocess.run([sys.executable, "-m", "fastnst", *map(str, args)], capture_output=True, text=True,
+                              cwd=cwd or empty, env=env, timeout=600)
 
 
 TINY = ["--steps", "3", "--batch-size", "2", "--image-size", "32", "--style-size", "64", "--width", "8",

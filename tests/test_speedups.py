@@ -9,8 +9,8 @@ import torch
 from conftest import tiny_config
 from fastnst.data import DeviceBatchStream, FolderSource, PackedImages, Position, read_pack_metadata, write_pack
 from fastnst.errors import UserError
-from fastnst.losses import LossWeights, Objective, default_layer_weights
-from fastnst.lossnet import VGGFeatures
+from fastnst.config import LossConfig
+from fastnst.losses import Objective
 from fastnst.network import TransformerNet
 from fastnst.training import Trainer, load_checkpoint, make_train_step
 
@@ -19,8 +19,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 
 @pytest.fixture(scope="module")
 def objective():
-    c, s = default_layer_weights("vgg19")
-    o = Objective(VGGFeatures("vgg19", "bundled", [*c, *s]), LossWeights(1, 1, 1, c, s))
+    o = Objective.from_config(LossConfig())
     torch.manual_seed(0)
     o.set_style(torch.rand(1, 3, 64, 64))
     return o

@@ -185,9 +185,9 @@ def test_tiling_matches_untiled_output(shared_data):
     import torch
 
     from fastnst.images import load_rgb, resize_long_side
-    from fastnst.inference import pil_to_array, stylize_tiled
+    from fastnst.images import pil_to_array
     from fastnst.network import TransformerNet
-    from fastnst.tiling import stylize_tiled_global
+    from fastnst.tiling import stylize_tiled, stylize_tiled_global
 
     torch.manual_seed(0)
     net = TransformerNet(width=16, blocks=2).eval()

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
 
+from fastnst.errors import UserError
+from fastnst.config import LossConfig
 from fastnst.losses import Objective
 
 
@@ -117,3 +120,45 @@ def gatys(objective: Objective, content: torch.Tensor, steps: int, optimizer: st
                 on_step(i, rec)
     result.image = x.detach().clamp(0, 1)
     return result
+
+
+def style_objective(loss: LossConfig, style: Path, style_size: int, device: torch.device) -> Objective:
+    """The objective of `loss` with the style image `style` (resized to `style_size` on its long side)."""
+    from fastnst.images import load_image_tensor
+
+    objective = Objective.from_config(loss).to(device)
+    objective.set_style(load_image_tensor(style, style_size))
+    return objective
+
+
+def optimize_image(content: Path, style: Path, out: Path, loss: LossConfig, *, steps: int = 300,
+                   optimizer: str = "lbfgs", init: str = "content", size: int = 512, style_size: int | None = None,
+                   lr: float | None = None, preserve_color: bool = False, snapshot_every: int = 0,
+                   device: str = "auto", seed: int = 0, on_step: Callable[[int, dict], None] | None = None) -> dict:
+    """`fastnst optimize`: Gatys et al.'s method on one photo, written to `out` (and to
+    OUT_NNNN.EXT every `snapshot_every` iterations). Returns the last record (iteration, J, terms,
+    seconds)."""
+    from fastnst.devices import resolve_device
+    from fastnst.images import array_to_pil, load_image_tensor, save_image_atomic, to_pil
+    from fastnst.inference import preserve_color as keep_colors
+
+    if out.resolve() in (content.resolve(), style.resolve()):
+        raise UserError(f"{out}: --out would overwrite an input")
+    if init not in ("content", "noise") and not Path(init).is_file():
+        raise UserError(f"--init {init}: choose content, noise or an image file")
+    dev = resolve_device(device)
+    objective = style_objective(loss, style, style_size or size, dev)
+    x = load_image_tensor(content, size).to(dev)
+    record = set(range(snapshot_every, steps + 1, snapshot_every)) if snapshot_every else set()
+    result = gatys(objective, x, steps, optimizer, init, seed, lr, record_at=record, on_step=on_step)
+
+    def finish(t):
+        if not preserve_color:
+            return to_pil(t)
+        return array_to_pil(keep_colors(t[0].cpu().numpy(), x[0].cpu().numpy()))
+
+    for i, snap in sorted(result.snapshots.items()):
+        if i != steps:
+            save_image_atomic(finish(snap), out.with_name(f"{out.stem}_{i:04d}{out.suffix}"))
+    save_image_atomic(finish(result.image), out)
+    return result.history[-1]
