@@ -6,6 +6,7 @@ A user's mistake (UserError, or a bad option caught by the parser) is printed as
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from enum import Enum
 from pathlib import Path
@@ -13,6 +14,8 @@ from typing import Optional
 
 import typer
 
+from fastnst import progress as progress_display
+from fastnst.config import LossConfig, TrainConfig
 from fastnst.errors import Interrupted, TrainingDiverged, UserError, require_training_install
 
 try:  # recent typer vendors its own click
@@ -24,6 +27,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   rich_markup_mode=None,
                   help="Fast neural style transfer: train feed-forward style networks, export them to ONNX, "
                        "stylize images and videos.")
+
+
+SETTINGS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+LOSS_SETTINGS = {f.name for f in dataclasses.fields(LossConfig)}
 
 
 class LossNet(str, Enum):
@@ -57,119 +64,71 @@ def _err(message: str) -> None:
     print(f"fastnst: error: {message}", file=sys.stderr)
 
 
-class TrainProgress:
-    """Progress of a training run: a live bar on a terminal, periodic log lines otherwise."""
-
-    def __init__(self, total: int | None, start: int):
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.console = Console(stderr=True)
-        self.live = self.console.is_terminal
-        self.total, self.last_line = total, 0
-        self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                 TextColumn("{task.fields[losses]}"), console=self.console, disable=not self.live)
-        self.task = self.progress.add_task("train", total=total, completed=start, losses="")
-
-    def __enter__(self):
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.progress.__exit__(*exc)
-
-    def update(self, step: int, records: list[dict], names: list[str]) -> None:
-        r = records[0]
-        if len(records) == 1:
-            teacher = f" teacher {r['teacher']:.3g}" if "teacher" in r else ""
-            j = r["total"] - r.get("teacher", 0.0)  # J is the objective; the teacher term is extra
-            text = f"J {j:.4g} (content {r['content']:.3g} style {r['style']:.3g} tv {r['tv']:.3g}{teacher})"
-        else:
-            text = "J " + ", ".join(f"{name} {rec['total']:.4g}" for name, rec in zip(names, records))
-        text += f" {r['images_per_s']:.1f} img/s"
-        self.progress.update(self.task, completed=step, losses=text)
-        if not self.live and (step - self.last_line >= 100 or step == self.total):
-            total = f"/{self.total}" if self.total else ""
-            self.console.print(f"step {step}{total}  {text}", highlight=False)
-            self.last_line = step
-
-    def warn(self, message: str) -> None:
-        self.console.print(f"warning: {message}", highlight=False, markup=False)
+def option(name: str, *decls: str, **kw):
+    """A command-line option for the TrainConfig (or LossConfig) setting `name`: its documentation and
+    default come from the dataclass, where they are declared; not given (None) means that default."""
+    f = SETTINGS[name]
+    shown = "" if f.default in (None, "", dataclasses.MISSING) else f" [default: {f.default}]"
+    return typer.Option(None, *decls, help=f.metadata["doc"] + shown, **kw)
 
 
-@app.command(help="Train a feed-forward style network on a folder of images or a Hugging Face data set.")
-def train(
-    ctx: typer.Context,
-    style: Optional[list[Path]] = typer.Option(None, help="Style image, or a folder of them (required unless "
-                                                          "--resume). Give it several times to train one "
-                                                          "network per style in one run."),
-    data: str = typer.Option("hf:detection-datasets/coco:train",
-                             help="Training images: a folder (searched recursively), hf:NAME[:SPLIT], or a "
-                                  "pack file from `fastnst pack` (kept on the GPU; on CUDA a folder is too)."),
-    out: Optional[Path] = typer.Option(None, help="Output folder [default: runs/<style name>; with several "
-                                                  "styles runs/<name>+<name>..., a subfolder per style]."),
-    steps: Optional[int] = typer.Option(None, min=1, help="Training steps [default: 40000 unless --epochs]."),
-    epochs: Optional[int] = typer.Option(None, min=1, help="Passes over the data (instead of --steps)."),
-    batch_size: int = typer.Option(4, min=1, help="Images per step and process (under torchrun the global "
-                                                  "batch is N processes x this)."),
-    image_size: int = typer.Option(256, min=16, max=4096, help="Side of the square training crops."),
-    style_size: int = typer.Option(512, min=16, max=8192, help="Long side the style image is resized to."),
-    content_weight: float = typer.Option(1.0, min=0.0, help="Weight of the content loss."),
-    style_weight: Optional[list[float]] = typer.Option(None, min=0.0, help="Weight of the style loss [default: 1]: "
-                                                                         "one for all styles, or one per style."),
-    tv_weight: float = typer.Option(1.0, min=0.0, help="Weight of the total-variation loss."),
-    content_layers: Optional[str] = typer.Option(None, help="Content layers and weights, e.g. 'relu2_2:1e-5' "
-                                                            "[default: see README]."),
-    style_layers: Optional[str] = typer.Option(None, help="Style layers and weights, e.g. "
-                                                          "'relu1_1:1.5e-3,relu2_1:1.5e-5' [default: see README]."),
-    lr: float = typer.Option(1e-3, min=1e-8, max=10.0, help="Adam learning rate."),
-    lr_decay: float = typer.Option(0.0, min=0.0, max=1.0,
-                                   help="Let the learning rate fall linearly to 0 over this last fraction of "
-                                        "the steps (0: constant; needs a known number of steps)."),
-    loss_net: LossNet = typer.Option(LossNet.vgg19, help="Loss network."),
-    vgg_weights: str = typer.Option("bundled", help="Loss network weights: bundled (VGG19, offline), "
-                                                    "torchvision (downloaded) or a state-dict file."),
-    width: int = typer.Option(32, min=4, max=256, help="Channels of the network's first layer."),
-    blocks: int = typer.Option(5, min=0, max=32, help="Residual blocks of the network."),
-    device: Device = typer.Option(Device.auto, help="auto picks CUDA when available."),
-    checkpoint_every: int = typer.Option(1000, min=0, help="Write a checkpoint every N steps (0: only at the end)."),
-    sample_every: int = typer.Option(500, min=0, help="Write sample images every N steps (0: only at the end)."),
-    log_every: int = typer.Option(10, min=1, help="Read and log the losses every N steps."),
-    workers: int = typer.Option(4, min=1, max=64, help="Threads decoding training images."),
-    resume: Optional[Path] = typer.Option(None, help="Continue the run of this checkpoint exactly."),
-    seed: int = typer.Option(0, min=0, help="Random seed."),
-    compile: bool = typer.Option(True, "--compile/--no-compile",
-                                 help="torch.compile the training step on CUDA (about a minute to start)."),
-    teacher: Optional[Path] = typer.Option(None, help="A teacher folder (`fastnst optimize --content DIR --out "
-                                                      "TEACHER`): also pull outputs towards its targets."),
-    teacher_weight: float = typer.Option(0.0, min=0.0, help="Weight of the teacher's pixel MSE loss."),
-    init_from: Optional[list[str]] = typer.Option(None, help="Start from a trained model's network (a .safetensors "
-                                                             "file or a shipped name): to continue or fine-tune "
-                                                             "it; one per style. Adam and the data order start "
-                                                             "afresh."),
-):
-    require_training_install("fastnst train")
+DEVICE = typer.Option(Device.auto, help="auto picks CUDA when available.")
+
+
+def _given(values: dict, exclude: tuple[str, ...] = ()) -> dict:
+    """The options a user gave (not None), as plain values for the library (enums, paths, layer lists)."""
     from fastnst.config import parse_layer_weights
+
+    out = {}
+    for name, value in values.items():
+        if value is None or name in exclude:
+            continue
+        if name in ("content_layers", "style_layers"):
+            value = parse_layer_weights(value)
+        out[name] = value.value if isinstance(value, Enum) else str(value) if isinstance(value, Path) else value
+    return out
+
+
+@app.command(help="Train a feed-forward style network on a folder of images or a Hugging Face data set. "
+                  "Options not given take their defaults (or, with --resume, the checkpoint's).")
+def train(
+    style: Optional[list[Path]] = option("style", metavar="IMAGE"),
+    data: Optional[str] = option("data"),
+    out: Optional[Path] = option("out"),
+    steps: Optional[int] = option("steps", min=1),
+    epochs: Optional[int] = option("epochs", min=1),
+    batch_size: Optional[int] = option("batch_size", min=1),
+    image_size: Optional[int] = option("image_size", min=16, max=4096),
+    style_size: Optional[int] = option("style_size", min=16, max=8192),
+    content_weight: Optional[float] = option("content_weight", min=0.0),
+    style_weight: Optional[list[float]] = option("style_weight", min=0.0),
+    tv_weight: Optional[float] = option("tv_weight", min=0.0),
+    content_layers: Optional[str] = option("content_layers"),
+    style_layers: Optional[str] = option("style_layers"),
+    lr: Optional[float] = option("lr", min=1e-8, max=10.0),
+    lr_decay: Optional[float] = option("lr_decay", min=0.0, max=1.0),
+    loss_net: Optional[LossNet] = option("loss_net"),
+    vgg_weights: Optional[str] = option("vgg_weights"),
+    pooling: Optional[Pooling] = option("pooling"),
+    width: Optional[int] = option("width", min=4, max=256),
+    blocks: Optional[int] = option("blocks", min=0, max=32),
+    device: Optional[Device] = option("device"),
+    checkpoint_every: Optional[int] = option("checkpoint_every", min=0),
+    sample_every: Optional[int] = option("sample_every", min=0),
+    log_every: Optional[int] = option("log_every", min=1),
+    workers: Optional[int] = option("workers", min=1, max=64),
+    seed: Optional[int] = option("seed", min=0),
+    compile: Optional[bool] = option("compile", "--compile/--no-compile"),
+    teacher: Optional[Path] = option("teacher"),
+    teacher_weight: Optional[float] = option("teacher_weight", min=0.0),
+    init_from: Optional[list[str]] = option("init_from"),
+    resume: Optional[Path] = typer.Option(None, help="Continue the run of this checkpoint exactly."),
+):
+    options = _given(locals(), exclude=("style", "resume"))
+    require_training_install("fastnst train")
     from fastnst.training import open_run
 
-    def given(name: str) -> bool:
-        source = ctx.get_parameter_source(name)
-        return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
-
-    values = dict(data=data, out=str(out) if out else "", steps=steps,
-                  epochs=epochs, batch_size=batch_size, image_size=image_size, style_size=style_size,
-                  content_weight=content_weight, style_weight=style_weight or 1.0,
-                  tv_weight=tv_weight, content_layers=parse_layer_weights(content_layers) if content_layers else {},
-                  style_layers=parse_layer_weights(style_layers) if style_layers else {},
-                  lr=lr, lr_decay=lr_decay, loss_net=loss_net.value, vgg_weights=vgg_weights, width=width,
-                  blocks=blocks, device=device.value, checkpoint_every=checkpoint_every, sample_every=sample_every,
-                  log_every=log_every, workers=workers, seed=seed, compile=compile,
-                  teacher=str(teacher) if teacher else "", teacher_weight=teacher_weight,
-                  init_from=init_from or "")
-    if resume is not None:
-        trainer = open_run(resume=resume, **{k: v for k, v in values.items() if given(k)})
-    else:
-        trainer = open_run(style, **values)
+    trainer = open_run(style, resume=resume, **options)
     cfg, main = trainer.config, trainer.world.is_main
     if main:
         ranks = f" x {trainer.world.size} processes" if trainer.world.distributed else ""
@@ -177,7 +136,7 @@ def train(
               f"batch {cfg.batch_size}{ranks} at {cfg.image_size}px, from step {trainer.step}; writing to "
               f"{trainer.out}", file=sys.stderr)
     try:
-        with TrainProgress(trainer.total_steps() if main else 0, trainer.step) as progress:
+        with progress_display.TrainProgress(trainer.total_steps() if main else 0, trainer.step) as progress:
             trainer.run(progress if main else None)
     finally:
         trainer.close()
@@ -276,7 +235,7 @@ def stylize(
     if len(inputs) == 1 and not Path(inputs[0]).exists() and not any(c in inputs[0] for c in "*?["):
         raise UserError(f"{inputs[0]}: no such file")  # before loading anything: a quick answer
     from fastnst.inference import Stylizer
-    from fastnst.jobs import plan, run_job
+    from fastnst.jobs import plan, run_jobs
 
     stylizer = Stylizer(model, device.value, tiling=tile is not None)
     if tile is not None and stylizer.net is None:
@@ -284,21 +243,10 @@ def stylize(
               "so colours can shift between tiles; a .safetensors model gives seamless tiles (with the training "
               "install)", file=sys.stderr)
     jobs = plan(inputs, out, stylizer.name)
-    progress = StylizeProgress(len(jobs))
-    failed = 0
-    with progress:
-        for job in jobs:
-            try:
-                run_job(job, stylizer, max_size, tile, preserve_color, strength,
-                        on_frames=progress.frames if job.is_video else None)
-            except UserError as e:
-                if len(jobs) == 1:
-                    raise
-                failed += 1
-                progress.error(str(e))
-            progress.done(job)
-    written = len(jobs) - failed
-    print(f"stylized {written} of {len(jobs)} input(s) with {stylizer.name} ({stylizer.backend})"
+    with progress_display.StylizeProgress(len(jobs)) as progress:
+        failed = run_jobs(jobs, stylizer, progress, max_size=max_size, tile=tile, keep_color=preserve_color,
+                          strength=strength)
+    print(f"stylized {len(jobs) - failed} of {len(jobs)} input(s) with {stylizer.name} ({stylizer.backend})"
           + (f"; {failed} failed" if failed else "") + (f": {jobs[0].dst}" if len(jobs) == 1 else ""),
           file=sys.stderr)
     if failed:
@@ -317,33 +265,29 @@ def optimize(
     size: int = typer.Option(512, min=16, max=8192, help="Long side of the content image."),
     style_size: Optional[int] = typer.Option(None, min=16, max=8192, help="Long side of the style image "
                                                                           "[default: --size]."),
-    loss_net: LossNet = typer.Option(LossNet.vgg19, help="Loss network."),
-    vgg_weights: str = typer.Option("bundled", help="Loss network weights: bundled (VGG19, offline), "
-                                                    "torchvision (downloaded) or a state-dict file."),
-    pooling: Pooling = typer.Option(Pooling.max, help="The loss network's pooling (avg: Gatys's variant)."),
-    content_weight: float = typer.Option(1.0, min=0.0, help="Weight of the content loss."),
-    style_weight: float = typer.Option(1.0, min=0.0, help="Weight of the style loss."),
-    tv_weight: float = typer.Option(1.0, min=0.0, help="Weight of the total-variation loss."),
-    content_layers: Optional[str] = typer.Option(None, help="Content layers and weights, e.g. 'relu4_2:1e-5' "
-                                                            "[default: as for train]."),
-    style_layers: Optional[str] = typer.Option(None, help="Style layers and weights [default: as for train]."),
+    loss_net: Optional[LossNet] = option("loss_net"),
+    vgg_weights: Optional[str] = option("vgg_weights"),
+    pooling: Optional[Pooling] = option("pooling"),
+    content_weight: Optional[float] = option("content_weight", min=0.0),
+    style_weight: Optional[float] = typer.Option(None, min=0.0, help="Weight of the style loss. [default: 1.0]"),
+    tv_weight: Optional[float] = option("tv_weight", min=0.0),
+    content_layers: Optional[str] = option("content_layers"),
+    style_layers: Optional[str] = option("style_layers"),
     lr: Optional[float] = typer.Option(None, min=1e-6, max=10.0, help="Step size [default: 1 for L-BFGS, "
                                                                       "0.02 for Adam]."),
     preserve_color: bool = typer.Option(False, "--preserve-color", help="Keep the content's colours."),
     snapshot_every: int = typer.Option(0, min=0, help="Also write OUT_NNNN.png every N iterations."),
-    device: Device = typer.Option(Device.auto, help="auto picks CUDA when available."),
+    device: Device = DEVICE,
     seed: int = typer.Option(0, min=0, help="Random seed (noise init)."),
 ):
+    loss_options = {name: value for name, value in locals().items() if name in LOSS_SETTINGS}
     require_training_install("fastnst optimize")
     from rich.console import Console
 
+    from fastnst.config import LossConfig
     from fastnst.gatys import optimize_image
-    from fastnst.config import LossConfig, parse_layer_weights
 
-    loss = LossConfig(loss_net=loss_net.value, vgg_weights=vgg_weights, pooling=pooling.value,
-                      content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
-                      content_layers=parse_layer_weights(content_layers) if content_layers else {},
-                      style_layers=parse_layer_weights(style_layers) if style_layers else {})
+    loss = LossConfig(**_given(loss_options))
     console = Console(stderr=True)
     if content.is_dir():
         from fastnst.teacher import optimize_folder
@@ -383,10 +327,10 @@ def compare(
     init: str = typer.Option("noise,content", help="Starts of the optimizer: noise (white noise, Johnson 2016's "
                                                    "protocol), content (the photo), or both."),
     seed: int = typer.Option(0, min=0, help="Random seed of the noise start."),
-    device: Device = typer.Option(Device.auto, help="auto picks CUDA when available."),
+    device: Device = DEVICE,
 ):
     require_training_install("fastnst compare", ("torch", "safetensors", "matplotlib"))
-    from fastnst.compare import INITS, SPEEDUP_AT, compare as run_compare
+    from fastnst.compare import INITS, compare as run_compare, table_header, table_lines
 
     def ints(text: str, name: str, low: int) -> tuple[int, ...]:
         try:
@@ -404,18 +348,10 @@ def compare(
     for c in contents:
         if not c.is_file():
             raise UserError(f"{c}: no such file")
-    print(f"{'content':<18}{'size':>6}{'init':>9}{'J network':>12}"
-          + "".join(f"{'J@' + str(i):>11}" for i in iteration_list)
-          + f"{'matched':>9}" + "".join(f"{'x' + str(n):>10}" for n in SPEEDUP_AT))
+    print(table_header(iteration_list))
 
-    def on_row(r):
-        for start, o in r["starts"].items():
-            matched = o["first_iteration_at_or_below_network"]
-            print(f"{Path(r['content']).stem[:17]:<18}{r['size']:>6}{start:>9}{r['network_J']:>12.4g}"
-                  + "".join(f"{o['optimizer_J'][str(i)]:>11.4g}" for i in iteration_list)
-                  + f"{'>' + str(max(iteration_list)) if matched is None else matched:>9}"
-                  + "".join(f"{o['speedup'][str(n)]:>10.0f}" if str(n) in o["speedup"] else f"{'-':>10}"
-                            for n in SPEEDUP_AT), flush=True)
+    def on_row(row):
+        print("\n".join(table_lines(row, iteration_list)), flush=True)
 
     report = run_compare(contents, model, out, style, size_list, iteration_list, device.value, runs, on_row,
                          inits, seed)
@@ -446,73 +382,19 @@ def gallery(
     photos: Optional[Path] = typer.Option(None, help="A folder of photos instead of scikit-image's."),
     tile: int = typer.Option(192, min=32, max=1024, help="Side of each cell of the grid."),
     work_size: int = typer.Option(512, min=32, max=4096, help="Side the photos are stylized at."),
-    device: Device = typer.Option(Device.auto, help="auto picks CUDA when available."),
+    device: Device = DEVICE,
 ):
     require_training_install("fastnst gallery")
-    from fastnst.data import list_images
-    from fastnst.gallery import make_gallery, skimage_photos
-    from fastnst.images import load_rgb
+    from fastnst.gallery import folder_photos, make_gallery, skimage_photos
     from fastnst.modelfile import shipped_models
 
     names = [m.strip() for m in models.split(",") if m.strip()] if models else \
         [n for n in shipped_models() if "." not in n]
     if not names:
         raise UserError("no models: give --models or ship some in weights/")
-    if photos is not None:
-        if not photos.is_dir():
-            raise UserError(f"{photos}: no such folder")
-        files = list_images(photos)
-        if not files:
-            raise UserError(f"{photos}: no images found")
-        chosen = [(f.stem, load_rgb(f)) for f in files]
-    else:
-        chosen = skimage_photos()
+    chosen = folder_photos(photos) if photos is not None else skimage_photos()
     path = make_gallery(names, chosen, out, tile, work_size, device.value)
     print(f"wrote {path}: {len(chosen)} photos x {len(names)} models ({', '.join(names)})", file=sys.stderr)
-
-
-class StylizeProgress:
-    """Files done (and frames of the current video) on a terminal; errors as lines."""
-
-    def __init__(self, total: int):
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.console = Console(stderr=True)
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=self.console,
-                                 disable=not self.console.is_terminal)
-        self.files = self.progress.add_task("files", total=total, rate="")
-        self.video = None
-        self.t0 = None
-
-    def __enter__(self):
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.progress.__exit__(*exc)
-
-    def frames(self, done: int, total: int | None) -> None:
-        import time
-
-        if self.video is None:
-            self.video = self.progress.add_task("frames", total=total, rate="")
-            self.t0 = time.perf_counter()
-        rate = done / max(time.perf_counter() - self.t0, 1e-9)
-        self.progress.update(self.video, completed=done, total=total, rate=f"{rate:.1f} frames/s")
-        self.last_rate = rate
-
-    def done(self, job) -> None:
-        self.progress.advance(self.files)
-        if self.video is not None:
-            self.progress.remove_task(self.video)
-            if not self.console.is_terminal:
-                self.console.print(f"{job.dst}: {self.last_rate:.1f} frames/s", highlight=False)
-            self.video = None
-
-    def error(self, message: str) -> None:
-        self.console.print(f"fastnst: error: {message}", highlight=False, markup=False)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -127,6 +127,24 @@ def _optimizer_record(result, iterations, j_net: float, net_seconds: float) -> d
     }
 
 
+def table_header(iterations) -> str:
+    """The terminal table's header: one line per content image, size and start follows."""
+    return (f"{'content':<18}{'size':>6}{'init':>9}{'J network':>12}" + "".join(f"{'J@' + str(i):>11}" for i in iterations)
+            + f"{'matched':>9}" + "".join(f"{'x' + str(n):>10}" for n in SPEEDUP_AT))
+
+
+def table_lines(row: dict, iterations) -> list[str]:
+    lines = []
+    for start, o in row["starts"].items():
+        matched = o["first_iteration_at_or_below_network"]
+        lines.append(f"{Path(row['content']).stem[:17]:<18}{row['size']:>6}{start:>9}{row['network_J']:>12.4g}"
+                     + "".join(f"{o['optimizer_J'][str(i)]:>11.4g}" for i in iterations)
+                     + f"{'>' + str(max(iterations)) if matched is None else matched:>9}"
+                     + "".join(f"{o['speedup'][str(n)]:>10.0f}" if str(n) in o["speedup"] else f"{'-':>10}"
+                               for n in SPEEDUP_AT))
+    return lines
+
+
 def _write_json(report: dict, path: Path) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(report, indent=2) + "\n")

@@ -48,19 +48,29 @@ def parse_layer_weights(spec: str) -> dict[str, float]:
     return out
 
 
+def setting(default, doc: str):
+    """A dataclass field with its documentation: the command line's help and the API's reference."""
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata={"doc": doc})
+    return field(default=default, metadata={"doc": doc})
+
+
 @dataclass(kw_only=True)
 class LossConfig:
     """What J is made of: the loss network, its layers and each term's weight. A model's metadata
     keeps it once (its "loss" entry); `Objective.from_config` builds the objective from it, for
     training, the optimizer and comparisons alike."""
-    loss_net: str = "vgg19"
-    vgg_weights: str = "bundled"  # bundled (VGG19, offline), torchvision, or a state-dict file
-    pooling: str = "max"  # avg: Gatys et al.'s variant
-    content_weight: float = 1.0
-    style_weight: float = 1.0
-    tv_weight: float = 1.0
-    content_layers: dict[str, float] = field(default_factory=dict)  # empty: the loss network's defaults
-    style_layers: dict[str, float] = field(default_factory=dict)
+    loss_net: str = setting("vgg19", "Loss network: vgg19 or vgg16.")
+    vgg_weights: str = setting("bundled", "Loss network weights: bundled (VGG19, offline), torchvision "
+                                          "(downloaded) or a state-dict file.")
+    pooling: str = setting("max", "The loss network's pooling: max, or avg (Gatys et al.'s variant).")
+    content_weight: float = setting(1.0, "Weight of the content loss.")
+    style_weight: float = setting(1.0, "Weight of the style loss.")
+    tv_weight: float = setting(1.0, "Weight of the total-variation loss.")
+    content_layers: dict[str, float] = setting({}, "Content layers and weights, e.g. 'relu2_2:1e-5' (empty: the "
+                                                   "loss network's defaults, see docs/design.md).")
+    style_layers: dict[str, float] = setting({}, "Style layers and weights, e.g. 'relu1_1:1.5e-3,relu2_1:1.5e-5' "
+                                                 "(empty: the loss network's defaults).")
 
     def loss_settings(self) -> dict:
         """This configuration's LossConfig fields alone (also of a subclass, such as TrainConfig)."""
@@ -92,32 +102,39 @@ RESUMABLE_OVERRIDES = ("steps", "epochs", "lr_decay", "out", "device", "workers"
 
 @dataclass(kw_only=True)
 class TrainConfig(LossConfig):
-    """Everything a training run needs: the loss settings (LossConfig's fields) and these. One
-    style image (a path), or several (a list: one network each, trained together); style_weight
-    and init_from take one value for all styles or a list of one per style."""
-    style: str | list[str]
-    style_weight: float | list[float] = 1.0
-    data: str = DEFAULT_DATA
-    out: str = ""
-    steps: int | None = None  # default: DEFAULT_STEPS unless epochs
-    epochs: int | None = None
-    batch_size: int = 4
-    image_size: int = 256
-    style_size: int = 512
-    lr: float = 1e-3
-    lr_decay: float = 0.0  # the last fraction of the steps over which lr falls linearly to 0 (0: constant)
-    width: int = 32
-    blocks: int = 5
-    device: str = "auto"
-    checkpoint_every: int = 1000
-    sample_every: int = 500
-    log_every: int = 10
-    workers: int = 4
-    seed: int = 0
-    compile: bool = True  # torch.compile the step on CUDA (a minute of compiling, then faster)
-    teacher: str = ""  # a folder of Gatys-optimizer targets (fastnst optimize --content DIR)
-    teacher_weight: float = 0.0
-    init_from: str | list[str] = ""  # start from this trained model's network (a continuation or a fine-tune)
+    """Everything a training run needs: the loss settings (LossConfig's fields) and these."""
+    style: str | list[str] = setting("", "Style image, or a folder of them; several train one network per style "
+                                         "in one run.")
+    style_weight: float | list[float] = setting(1.0, "Weight of the style loss: one for all styles, or one per "
+                                                     "style.")
+    data: str = setting(DEFAULT_DATA, "Training images: a folder (searched recursively), hf:NAME[:SPLIT], or a "
+                                      "pack file from `fastnst pack` (kept on the GPU; on CUDA a folder is too).")
+    out: str = setting("", "Output folder (empty: runs/<style name>; with several styles runs/<name>+<name>..., "
+                           "a subfolder per style).")
+    steps: int | None = setting(None, f"Training steps (none: {DEFAULT_STEPS} unless epochs).")
+    epochs: int | None = setting(None, "Passes over the data (instead of steps).")
+    batch_size: int = setting(4, "Images per step and process (under torchrun the global batch is N processes "
+                                 "x this).")
+    image_size: int = setting(256, "Side of the square training crops.")
+    style_size: int = setting(512, "Long side the style image is resized to.")
+    lr: float = setting(1e-3, "Adam learning rate.")
+    lr_decay: float = setting(0.0, "Let the learning rate fall linearly to 0 over this last fraction of the "
+                                   "steps (0: constant; needs a known number of steps).")
+    width: int = setting(32, "Channels of the network's first layer.")
+    blocks: int = setting(5, "Residual blocks of the network.")
+    device: str = setting("auto", "auto, cpu or cuda: auto picks CUDA when available.")
+    checkpoint_every: int = setting(1000, "Write a checkpoint every N steps (0: only at the end).")
+    sample_every: int = setting(500, "Write sample images every N steps (0: only at the end).")
+    log_every: int = setting(10, "Read and log the losses every N steps.")
+    workers: int = setting(4, "Threads decoding training images.")
+    seed: int = setting(0, "Random seed.")
+    compile: bool = setting(True, "torch.compile the training step on CUDA (about a minute to start).")
+    teacher: str = setting("", "A teacher folder (`fastnst optimize --content DIR --out TEACHER`): also pull "
+                               "outputs towards its targets.")
+    teacher_weight: float = setting(0.0, "Weight of the teacher's pixel MSE loss.")
+    init_from: str | list[str] = setting("", "Start from a trained model's network (a .safetensors file or a "
+                                             "shipped name), one per style: to continue or fine-tune it. Adam and "
+                                             "the data order start afresh.")
 
     @property
     def styles(self) -> list[str]:

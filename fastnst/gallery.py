@@ -39,6 +39,19 @@ def square(im: Image.Image, size: int) -> Image.Image:
     return Image.fromarray(center_crop(im, size, Image.LANCZOS))
 
 
+def folder_photos(folder: Path) -> list[tuple[str, Image.Image]]:
+    """(name, image) of every photo in a folder, for --photos."""
+    from fastnst.data import list_images
+    from fastnst.images import load_rgb
+
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such folder")
+    files = list_images(folder)
+    if not files:
+        raise UserError(f"{folder}: no images found")
+    return [(f.stem, load_rgb(f)) for f in files]
+
+
 def make_gallery(models: list[str], photos: list[tuple[str, Image.Image]], out: str | Path, tile: int = 192,
                  work_size: int = 512, device: str = "cpu") -> Path:
     """Stylize every photo (centre square at `work_size` px) with every model and write a grid:

@@ -125,3 +125,19 @@ def run_job(job: Job, stylizer: Stylizer, max_size=None, tile=None, keep_color=F
         save_image_atomic(out, job.dst)
     except (OSError, ValueError) as e:
         raise UserError(f"{job.dst}: could not write ({e})") from None
+
+
+def run_jobs(jobs: list[Job], stylizer: Stylizer, progress, **options) -> int:
+    """Run every job (options: those of run_job); a bad input in a batch is reported through
+    `progress.error` and skipped, one alone is raised. Returns how many failed."""
+    failed = 0
+    for job in jobs:
+        try:
+            run_job(job, stylizer, **options, on_frames=progress.frames if job.is_video else None)
+        except UserError as e:
+            if len(jobs) == 1:
+                raise
+            failed += 1
+            progress.error(str(e))
+        progress.done(job)
+    return failed

@@ -100,5 +100,8 @@ def test_help_documents_defaults():
                    "--content-weight", "--style-weight", "--tv-weight", "--lr", "--loss-net", "--vgg-weights",
                    "--device", "--checkpoint-every", "--resume", "--seed"):
         assert option in r.stdout, option
-    assert "default: 256" in r.stdout
+    text = " ".join(r.stdout.split())  # the help wraps to the terminal's width
+    for default in ("--image-size <int range> Side of the square training crops. [default: 256]",
+                    "[default: 4]", "[default: 0.001]", "[default: hf:detection-datasets/coco:train]"):
+        assert default in text, default
     assert _one_line_error(fastnst("trian")).endswith("Did you mean 'train'?")
