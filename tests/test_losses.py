@@ -1,3 +1,6 @@
+import copy
+
+import pytest
 import torch
 
 from fastnst.config import LossConfig, default_layer_weights, parse_layer_weights
@@ -95,3 +98,40 @@ def test_objective_gradient_flows_to_output_only():
     x = torch.rand(1, 3, 4, 4, requires_grad=True)
     obj(y, x)["total"].backward()
     assert y.grad is not None and x.grad is None
+
+
+# -- the GPU loop's changes give the same losses ---------------------------------------------------
+
+def _losses_and_grad(objective, y, x):
+    losses = objective(y, x)
+    (grad,) = torch.autograd.grad(losses["total"], y)
+    return {k: v.item() for k, v in losses.items()}, grad
+
+
+def test_batched_content_forward_gives_the_same_losses_and_gradients(objective):
+    torch.manual_seed(1)
+    x, y = torch.rand(2, 3, 48, 64), torch.rand(2, 3, 48, 64, requires_grad=True)
+    o = copy.deepcopy(objective)
+    separate, g1 = _losses_and_grad(o, y, x)
+    o.batched_content = True
+    batched, g2 = _losses_and_grad(o, y, x)
+    assert separate == pytest.approx(batched, rel=1e-5)
+    assert (g1 - g2).abs().max() <= 1e-5 * g1.abs().max()
+
+
+def test_channels_last_gives_the_same_losses_and_gradients(objective):
+    torch.manual_seed(2)
+    x, y = torch.rand(2, 3, 48, 48), torch.rand(2, 3, 48, 48)
+    y1 = y.clone().requires_grad_()
+    plain, g1 = _losses_and_grad(objective, y1, x)
+    o = copy.deepcopy(objective).to(memory_format=torch.channels_last)
+    y2 = y.contiguous(memory_format=torch.channels_last).requires_grad_()
+    cl, g2 = _losses_and_grad(o, y2, x.contiguous(memory_format=torch.channels_last))
+    assert plain == pytest.approx(cl, rel=1e-4)
+    assert (g1 - g2).abs().max() <= 1e-4 * g1.abs().max()
+
+
+def test_moving_the_objective_moves_its_style_targets(objective):
+    moved = copy.deepcopy(objective).to(torch.float64)
+    assert all(g.dtype == torch.float64 for g in moved.style_grams.values())
+

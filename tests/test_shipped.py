@@ -5,9 +5,8 @@ import shlex
 import numpy as np
 from PIL import Image
 
-from conftest import ROOT
+from conftest import ROOT, fastnst, one_line_error
 from fastnst.modelfile import shipped_models
-from test_cli import fastnst
 
 
 def test_every_shipped_model_has_a_card_and_loads():
@@ -61,8 +60,6 @@ def test_gallery_is_a_labelled_grid_of_photos_times_models(tmp_path):
 
 
 def test_gallery_bad_input(tmp_path):
-    from test_cli import _one_line_error
-
-    assert "no such folder" in _one_line_error(fastnst("gallery", "--out", tmp_path / "g.jpg",
+    assert "no such folder" in one_line_error(fastnst("gallery", "--out", tmp_path / "g.jpg",
                                                         "--photos", tmp_path / "missing"))
     assert not (tmp_path / "g.jpg").exists()

@@ -6,8 +6,8 @@ import onnx
 import pytest
 from PIL import Image
 
+from conftest import fastnst, make_clip, one_line_error
 from fastnst.inference import Stylizer, preserve_color, stylize_image
-from test_cli import _one_line_error, fastnst
 
 
 def _photo(path, size=(37, 23), mode="RGB", seed=0):
@@ -72,36 +72,10 @@ def test_strength_and_preserve_color(tiny_onnx, tmp_path):
     assert np.abs(ycc_m[..., 0] - ycc_s[..., 0])[inside].mean() < 2
 
 
-def _make_clip(path, frames=12, fps=12, size=(64, 48), audio=True):
-    import av
-
-    with av.open(str(path), "w") as c:
-        v = c.add_stream("libx264", rate=fps)
-        v.width, v.height, v.pix_fmt = size[0], size[1], "yuv420p"
-        a = c.add_stream("aac", rate=16000) if audio else None
-        for i in range(frames):
-            img = np.full((size[1], size[0], 3), (i * 20) % 255, np.uint8)
-            for p in v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        if a is not None:
-            n = int(16000 * frames / fps)
-            t = np.arange(n) / 16000
-            samples = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
-            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
-            frame.sample_rate = 16000
-            for p in a.encode(frame):
-                c.mux(p)
-            for p in a.encode(None):
-                c.mux(p)
-        for p in v.encode(None):
-            c.mux(p)
-    return path
-
-
 def test_video_round_trip_keeps_frames_fps_and_audio(tiny_onnx, tmp_path):
     from fastnst.video import probe
 
-    src = _make_clip(tmp_path / "clip.mp4")
+    src = make_clip(tmp_path / "clip.mp4")
     r = fastnst("stylize", src, "--model", tiny_onnx, "--out", tmp_path / "out.mp4")
     assert r.returncode == 0, r.stderr
     before, after = probe(src), probe(tmp_path / "out.mp4")
@@ -156,7 +130,7 @@ def test_single_bad_inputs_get_one_line_and_exit_2(tiny_onnx, tmp_path):
         ([good, "--model", tiny_onnx, "--tile", "3"], "--tile"),
     ]
     for args, expected in cases:
-        line = _one_line_error(fastnst("stylize", *args))
+        line = one_line_error(fastnst("stylize", *args))
         assert expected in line, (args, line)
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert not leftovers and good.read_bytes()[:200] == cut.read_bytes()

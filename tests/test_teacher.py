@@ -4,10 +4,9 @@ import shutil
 
 import pytest
 
-from conftest import tiny_config
 from fastnst.errors import UserError
 from fastnst.training import Trainer
-from test_cli import _one_line_error, fastnst
+from conftest import fastnst, one_line_error, tiny_config
 
 
 @pytest.fixture
@@ -36,7 +35,7 @@ def test_optimize_over_a_folder_writes_targets_and_a_manifest(teacher):
     assert before == {p: (out / p).stat().st_mtime_ns for p in before}
     other = [*args]
     other[other.index("--steps") + 1] = "5"
-    assert "another style or settings" in _one_line_error(fastnst(*other))
+    assert "another style or settings" in one_line_error(fastnst(*other))
     assert json.loads((out / "teacher.json").read_text()) == manifest
 
 

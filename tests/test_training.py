@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from fastnst.data import load_fixed_images
+from fastnst.network import TransformerNet
 from fastnst.errors import UserError
 from fastnst.modelfile import load_model, read_metadata
-from fastnst.training import Interrupted, Trainer, TrainingDiverged, load_checkpoint
+from fastnst.training import Interrupted, Trainer, TrainingDiverged, load_checkpoint, make_train_step
 
 
 def _objective_on(trainer, images):
@@ -22,7 +22,7 @@ def test_short_run_lowers_the_objective(style_image, coco_folder, tmp_path):
     cfg = tiny_config(style_image, coco_folder, tmp_path / "run", steps=60, image_size=48, lr=1e-3,
                       width=16, blocks=2)
     trainer = Trainer(cfg)
-    images = load_fixed_images(trainer.source, 4, 48)
+    images = trainer.source.sample_images(4, 48)
     before = _objective_on(trainer, images)
     [model_path] = trainer.run()
     after = _objective_on(trainer, images)
@@ -233,3 +233,47 @@ def test_several_styles_mistakes_get_one_line(two_styles, coco_folder, tmp_path)
         Trainer(tiny_config([two_styles[1], str(tmp_path / "x" / "wave.jpg")], coco_folder, tmp_path / "b"))
     with pytest.raises(UserError, match="--teacher works with one --style"):
         Trainer(tiny_config(two_styles, coco_folder, tmp_path / "c", teacher=str(tmp_path), teacher_weight=1.0))
+
+
+# -- the training step and pack files ---------------------------------------------------------------
+
+def _two_steps(objective, compile):
+    torch.manual_seed(3)
+    net = TransformerNet(8, 1)
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    step = make_train_step(net, objective, opt, torch.device("cpu"), compile=compile, compile_backend="aot_eager")
+    torch.manual_seed(4)
+    losses = [step(torch.rand(2, 3, 32, 32))["total"].item() for _ in range(2)]
+    return losses, net.state_dict()
+
+
+def test_compiled_step_trains_like_the_eager_step(objective):
+    torch._dynamo.reset()
+    eager_losses, eager_state = _two_steps(objective, compile=False)
+    compiled_losses, compiled_state = _two_steps(objective, compile=True)
+    assert eager_losses == pytest.approx(compiled_losses, rel=1e-5)
+    for k in eager_state:
+        assert torch.allclose(eager_state[k], compiled_state[k], atol=1e-6), k
+
+
+def test_training_from_a_pack_file_resumes_exactly(style_image, packed, tmp_path):
+    path, _ = packed
+    full = Trainer(tiny_config(style_image, path, tmp_path / "full", steps=6, image_size=32))
+    full.run()
+    first = Trainer(tiny_config(style_image, path, tmp_path / "part", steps=3, image_size=32))
+    first.run()
+    second = Trainer(resume=str(tmp_path / "part" / "checkpoint.pt"), overrides={"steps": 6})
+    assert "pack" in second.source.description and len(second.bad_examples) == 1
+    second.run()
+    a, b = full.styles[0].net.state_dict(), second.styles[0].net.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert load_checkpoint(tmp_path / "part" / "checkpoint.pt")["position"] == [1, 4]  # 4 batches per epoch
+
+
+def test_epochs_over_a_pack_file_take_whole_batches(style_image, packed, tmp_path):
+    path, _ = packed
+    trainer = Trainer(tiny_config(style_image, path, tmp_path / "run", steps=None, epochs=2, batch_size=3))
+    assert trainer.total_steps() == 4  # 8 images: two batches of 3 per epoch, the last 2 dropped
+    trainer.run()
+    assert trainer.step == 4 and trainer.images_seen == 12
+
