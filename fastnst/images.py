@@ -118,6 +118,16 @@ def fit_max_size(size: tuple[int, int], max_size: int | None, even: bool = False
     return w, h
 
 
+def preserve_color(stylized: np.ndarray, content: np.ndarray) -> np.ndarray:
+    """Luminance-only transfer: the stylized image's luma (BT.601) with the content's chroma."""
+    m = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], np.float32)
+    inv = np.linalg.inv(m).astype(np.float32)
+    ys = np.tensordot(m, stylized, axes=1)
+    yc = np.tensordot(m, content, axes=1)
+    merged = np.concatenate([ys[:1], yc[1:]], axis=0)
+    return np.clip(np.tensordot(inv, merged, axes=1), 0.0, 1.0)
+
+
 def resize_long_side(im: Image.Image, size: int) -> Image.Image:
     """Resize so that the longer side is `size` pixels, keeping the aspect ratio."""
     w, h = im.size

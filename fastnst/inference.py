@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from fastnst.errors import UserError, require_training_install
-from fastnst.images import array_to_pil, fit_max_size, pil_to_array
+from fastnst.images import array_to_pil, fit_max_size, pil_to_array, preserve_color
 from fastnst.modelfile import model_sibling, read_onnx_metadata, resolve_model
 
 def onnx_providers(device: str) -> list[str]:
@@ -126,16 +126,6 @@ def torch_installed() -> bool:
         return importlib.util.find_spec("torch") is not None
     except ImportError:
         return False
-
-
-def preserve_color(stylized: np.ndarray, content: np.ndarray) -> np.ndarray:
-    """Luminance-only transfer: the stylized image's luma (BT.601) with the content's chroma."""
-    m = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], np.float32)
-    inv = np.linalg.inv(m).astype(np.float32)
-    ys = np.tensordot(m, stylized, axes=1)
-    yc = np.tensordot(m, content, axes=1)
-    merged = np.concatenate([ys[:1], yc[1:]], axis=0)
-    return np.clip(np.tensordot(inv, merged, axes=1), 0.0, 1.0)
 
 
 def stylize_array(stylizer: Stylizer, image: np.ndarray, tile: int | None = None, keep_color: bool = False,

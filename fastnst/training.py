@@ -152,24 +152,11 @@ class Trainer:
         ckpt = load_checkpoint(resume) if resume else None
         if ckpt is not None:
             config = self._merge_resumed_config(ckpt["config"], overrides or {})
-        self.config = cfg = config
-        if cfg.steps is None and cfg.epochs is None:
-            cfg.steps = DEFAULT_STEPS
-        cfg.content_layers, cfg.style_layers = cfg.resolved().content_layers, cfg.resolved().style_layers
+        self.config = cfg = self._completed(config)
         images = [Path(p) for p in cfg.styles]
-        names = [p.stem for p in images]
-        twice = next((n for n in names if names.count(n) > 1), None)
-        if twice:
-            raise UserError(f"two style images are named {twice!r}: each style's model is named after its "
-                            f"image, so rename one")
-        cfg.per_style("style_weight")  # one value, or one per style
-        inits = cfg.per_style("init_from")
-        self.out = Path(cfg.out or default_run_folder(names))
-        outs = [self.out] if len(names) == 1 else [self.out / n for n in names]
-        if ckpt is None:
-            self._refuse_to_overwrite(outs)
-        if cfg.teacher and len(names) > 1:
-            raise UserError("--teacher works with one --style: its targets were made for one style image")
+        self.out = Path(cfg.out or default_run_folder([p.stem for p in images]))
+        outs = [self.out] if len(images) == 1 else [self.out / p.stem for p in images]
+        self._check(images, outs, new_run=ckpt is None)
         device = resolve_device(cfg.device)
         self.world = distributed.init(device.type)
         self.device = distributed.device_for(self.world, device)
@@ -177,23 +164,66 @@ class Trainer:
         # Everything random below is seeded, so a fresh run is reproducible from its config.
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
-
         style_images = [resize_long_side(load_rgb(p), cfg.style_size) for p in images]
         self.source = open_training_data(cfg.data, self.device, cfg.image_size, cfg.workers)
+        self.styles = self._open_styles(images, style_images, outs, start_from=ckpt is None)
+        if cfg.lr_decay and self.total_steps() is None:
+            raise UserError("--lr-decay needs a known length: give --steps (a streamed data set's epochs "
+                            "have no known number of steps)")
+        self.step, self.position, self.images_seen = 0, Position(), 0
+        self.bad_examples: dict[str, str] = {}
+        if ckpt is not None:
+            self._restore(ckpt)
+        self.teacher = self._open_teacher()
+        self.bad_examples.update(self.source.skipped)
+        if self.world.is_main:
+            for style in self.styles:
+                style.out.mkdir(parents=True, exist_ok=True)
+            self.sample_inputs = self.source.sample_images(4, cfg.image_size)
+
+    @staticmethod
+    def _completed(cfg: TrainConfig) -> TrainConfig:
+        """The configuration with what "not given" means filled in: the run's length, the loss
+        network's default layers. This is what checkpoints and model files record."""
+        resolved = cfg.resolved()
+        steps = DEFAULT_STEPS if cfg.steps is None and cfg.epochs is None else cfg.steps
+        return dataclasses.replace(cfg, steps=steps, content_layers=resolved.content_layers,
+                                   style_layers=resolved.style_layers)
+
+    def _check(self, images: list[Path], outs: list[Path], new_run: bool) -> None:
+        """One line for a configuration that cannot run, before anything is loaded."""
+        cfg, names = self.config, [p.stem for p in images]
+        twice = next((n for n in names if names.count(n) > 1), None)
+        if twice:
+            raise UserError(f"two style images are named {twice!r}: each style's model is named after its "
+                            f"image, so rename one")
+        cfg.per_style("style_weight"), cfg.per_style("init_from")  # one value, or one per style
+        if new_run:
+            self._refuse_to_overwrite(outs)
+        if cfg.teacher and len(names) > 1:
+            raise UserError("--teacher works with one --style: its targets were made for one style image")
+        if cfg.teacher and cfg.teacher_weight <= 0:
+            raise UserError("--teacher needs a --teacher-weight above 0")
+        if cfg.teacher_weight and not cfg.teacher:
+            raise UserError("--teacher-weight needs --teacher DIR")
+
+    def _open_styles(self, images: list[Path], style_images: list, outs: list[Path],
+                     start_from: bool) -> list[StyleRun]:
+        """Each style's objective (one loss network for all), network, Adam and folder. Every network
+        starts from the same random state, so each is the network of its style trained alone;
+        `start_from`: load --init-from weights (a resumed run's come from its checkpoint)."""
+        cfg = self.config
         objectives = [Objective.from_config(cfg.for_style(0))]
-        objectives += [Objective.from_config(cfg.for_style(i), objectives[0].lossnet)  # one loss network
-                       for i in range(1, len(names))]
-        # Every style's network starts from the same random state: the network of that style alone.
+        objectives += [Objective.from_config(cfg.for_style(i), objectives[0].lossnet) for i in range(1, len(images))]
         net_rng = torch.get_rng_state()
-        self.styles: list[StyleRun] = []
-        for name, image, style_image, objective, init_from, out in zip(names, images, style_images, objectives,
-                                                                        inits, outs):
+        styles = []
+        for i, (image, style_image, objective, out) in enumerate(zip(images, style_images, objectives, outs)):
             objective = objective.to(self.device)
             objective.set_style(to_tensor(style_image).unsqueeze(0))
             torch.set_rng_state(net_rng)
             net = TransformerNet(cfg.width, cfg.blocks).to(self.device)
-            # A resumed run's networks come from its checkpoint, which also keeps where they started from.
-            init_info = self._start_from(net, init_from) if init_from and ckpt is None else None
+            init_from = cfg.per_style("init_from")[i]
+            init_info = self._start_from(net, init_from) if init_from and start_from else None
             use_gpu_speedups(self.device, net, objective)
             # Under torchrun, DDP averages the gradients of the ranks; net stays the plain network.
             model = net
@@ -204,30 +234,19 @@ class Trainer:
                     net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             # Fused Adam: one kernel for all parameters instead of several per parameter.
             optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, fused=self.device.type == "cuda")
-            self.styles.append(StyleRun(name, image, sha256_file(image), out, objective, net, optimizer, model,
-                                        init_info))
-        if cfg.lr_decay and self.total_steps() is None:
-            raise UserError("--lr-decay needs a known length: give --steps (a streamed data set's epochs "
-                            "have no known number of steps)")
-        self.step, self.position, self.images_seen = 0, Position(), 0
-        self.bad_examples: dict[str, str] = {}
-        if ckpt is not None:
-            self._restore(ckpt)
-        self.teacher = None
-        if cfg.teacher:
-            if cfg.teacher_weight <= 0:
-                raise UserError("--teacher needs a --teacher-weight above 0")
-            self.teacher = TeacherPairs(cfg.teacher, self.device)
-            if self.teacher.style_sha256 != self.styles[0].sha256:
-                raise UserError(f"{cfg.teacher}: its targets were made for another style image "
-                                f"({self.teacher.manifest['style']})")
-        elif cfg.teacher_weight:
-            raise UserError("--teacher-weight needs --teacher DIR")
-        self.bad_examples.update(self.source.skipped)
-        if self.world.is_main:
-            for style in self.styles:
-                style.out.mkdir(parents=True, exist_ok=True)
-            self.sample_inputs = self.source.sample_images(4, cfg.image_size)
+            styles.append(StyleRun(image.stem, image, sha256_file(image), out, objective, net, optimizer, model,
+                                   init_info))
+        return styles
+
+    def _open_teacher(self) -> TeacherPairs | None:
+        cfg = self.config
+        if not cfg.teacher:
+            return None
+        teacher = TeacherPairs(cfg.teacher, self.device)
+        if teacher.style_sha256 != self.styles[0].sha256:
+            raise UserError(f"{cfg.teacher}: its targets were made for another style image "
+                            f"({teacher.manifest['style']})")
+        return teacher
 
     def close(self) -> None:
         """Leave the process group under torchrun. The DDP wrappers hold the group: drop them first,

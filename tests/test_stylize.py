@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from conftest import fastnst, make_clip, one_line_error
-from fastnst.inference import Stylizer, preserve_color, stylize_image
+from fastnst.images import preserve_color
+from fastnst.inference import Stylizer, stylize_image
 
 
 def _photo(path, size=(37, 23), mode="RGB", seed=0):
