@@ -242,14 +242,16 @@ def stylize(
         print(f"warning: {stylizer.path.name} runs on ONNX: its tiles are normalised one by one and blended, "
               "so colours can shift between tiles; a .safetensors model gives seamless tiles (with the training "
               "install)", file=sys.stderr)
-    jobs = plan(inputs, out, stylizer.name)
+    jobs, empty = plan(inputs, out, stylizer.name)
     with progress_display.StylizeProgress(len(jobs)) as progress:
-        failed = run_jobs(jobs, stylizer, progress, max_size=max_size, tile=tile, keep_color=preserve_color,
-                          strength=strength)
+        for message in empty:  # beside good inputs: reported and skipped
+            progress.error(message)
+        failed = run_jobs(jobs, stylizer, progress, batch=len(jobs) + len(empty) > 1, max_size=max_size,
+                          tile=tile, keep_color=preserve_color, strength=strength)
     print(f"stylized {len(jobs) - failed} of {len(jobs)} input(s) with {stylizer.name} ({stylizer.backend})"
-          + (f"; {failed} failed" if failed else "") + (f": {jobs[0].dst}" if len(jobs) == 1 else ""),
-          file=sys.stderr)
-    if failed:
+          + (f"; {failed} failed" if failed else "") + (f"; {len(empty)} gave nothing" if empty else "")
+          + (f": {jobs[0].dst}" if len(jobs) == 1 else ""), file=sys.stderr)
+    if failed or empty:
         raise typer.Exit(1)
 
 
@@ -288,7 +290,7 @@ def optimize(
     from fastnst.gatys import optimize_image
 
     loss = LossConfig(**_given(loss_options))
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     if content.is_dir():
         from fastnst.teacher import optimize_folder
 

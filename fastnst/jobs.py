@@ -30,16 +30,18 @@ class Job:
         return self.src.suffix.lower() in VIDEO_EXTENSIONS
 
 
-def _expand(inputs: list[str]) -> list[tuple[Path, Path | None]]:
-    """Each input -> (file, folder it came from or None); globs expanded, folders walked."""
+def _expand(inputs: list[str]) -> tuple[list[tuple[Path, Path | None]], list[str]]:
+    """Each input -> (file, folder it came from or None); globs expanded, folders walked. Also the
+    inputs that yield nothing (a glob matching nothing, a folder with no media), each as a message."""
     found: list[tuple[Path, Path | None]] = []
+    empty: list[str] = []
     for raw in inputs:
         path = Path(raw)
         if not path.exists() and any(c in raw for c in "*?["):
             matches = sorted(Path(m) for m in glob.glob(raw, recursive=True))
             matches = [m for m in matches if m.is_dir() or m.suffix.lower() in MEDIA_EXTENSIONS]
             if not matches:
-                raise UserError(f"{raw}: no image or video matches this pattern")
+                empty.append(f"{raw}: no image or video matches this pattern")
             found += [(m, None) for m in matches if m.is_file()]
             for m in matches:
                 if m.is_dir():
@@ -47,11 +49,11 @@ def _expand(inputs: list[str]) -> list[tuple[Path, Path | None]]:
         elif path.is_dir():
             files = _walk(path)
             if not files:
-                raise UserError(f"{path}: no images or videos in this folder")
+                empty.append(f"{path}: no images or videos in this folder")
             found += [(f, path) for f in files]
         else:
             found.append((path, None))
-    return found
+    return found, empty
 
 
 def _walk(folder: Path) -> list[Path]:
@@ -59,10 +61,13 @@ def _walk(folder: Path) -> list[Path]:
                   and not p.name.startswith("."))
 
 
-def plan(inputs: list[str], out: str | None, style: str) -> list[Job]:
-    """Decide every output path. Without --out, outputs go beside their inputs with the style's
-    name appended (photo.jpg -> photo_<style>.jpg; folder -> folder_<style>/...)."""
-    found = _expand(inputs)
+def plan(inputs: list[str], out: str | None, style: str) -> tuple[list[Job], list[str]]:
+    """Decide every output path -> (jobs, inputs that yield nothing, as messages). Without --out,
+    outputs go beside their inputs with the style's name appended (photo.jpg -> photo_<style>.jpg;
+    folder -> folder_<style>/...). If nothing at all is to be done, the first such message is raised."""
+    found, empty = _expand(inputs)
+    if empty and not found:
+        raise UserError(empty[0])
     out_path = Path(out) if out else None
     # One named file writes to --out itself, unless --out is a folder (exists, ends in /, or has no
     # extension); a glob, a folder or several inputs always write into the folder --out.
@@ -88,7 +93,7 @@ def plan(inputs: list[str], out: str | None, style: str) -> list[Job]:
             dst = out_path
         jobs.append(Job(src, dst))
     _refuse_overwrites(jobs)
-    return jobs
+    return jobs, empty
 
 
 def _refuse_overwrites(jobs: list[Job]) -> None:
@@ -127,15 +132,15 @@ def run_job(job: Job, stylizer: Stylizer, max_size=None, tile=None, keep_color=F
         raise UserError(f"{job.dst}: could not write ({e})") from None
 
 
-def run_jobs(jobs: list[Job], stylizer: Stylizer, progress, **options) -> int:
-    """Run every job (options: those of run_job); a bad input in a batch is reported through
-    `progress.error` and skipped, one alone is raised. Returns how many failed."""
+def run_jobs(jobs: list[Job], stylizer: Stylizer, progress, batch: bool, **options) -> int:
+    """Run every job (options: those of run_job). In a `batch` a bad input is reported through
+    `progress.error` and skipped; alone, it is raised. Returns how many failed."""
     failed = 0
     for job in jobs:
         try:
             run_job(job, stylizer, **options, on_frames=progress.frames if job.is_video else None)
         except UserError as e:
-            if len(jobs) == 1:
+            if not batch:
                 raise
             failed += 1
             progress.error(str(e))

@@ -12,7 +12,7 @@ class TrainProgress:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self.console = Console(stderr=True)
+        self.console = Console(stderr=True, soft_wrap=True)  # a line in a log stays one line
         self.live = self.console.is_terminal
         self.total, self.last_line = total, 0
         self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -52,13 +52,12 @@ class StylizeProgress:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self.console = Console(stderr=True)
+        self.console = Console(stderr=True, soft_wrap=True)  # a line in a log stays one line
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=self.console,
                                  disable=not self.console.is_terminal)
         self.files = self.progress.add_task("files", total=total, rate="")
         self.video = None
-        self.t0 = None
 
     def __enter__(self):
         self.progress.__enter__()
@@ -68,19 +67,24 @@ class StylizeProgress:
         self.progress.__exit__(*exc)
 
     def frames(self, done: int, total: int | None) -> None:
+        """`done` frames of the current video written so far (of `total`, when known)."""
+        now = time.perf_counter()
         if self.video is None:
             self.video = self.progress.add_task("frames", total=total, rate="")
-            self.t0 = time.perf_counter()
-        rate = done / max(time.perf_counter() - self.t0, 1e-9)
-        self.progress.update(self.video, completed=done, total=total, rate=f"{rate:.1f} frames/s")
-        self.last_rate = rate
+            self.first = (done, now)  # frames/s counts what follows the first batch, over the time since
+        self.written = done
+        first_done, t0 = self.first
+        rate = f"{(done - first_done) / (now - t0):.1f} frames/s" if done > first_done and now > t0 else ""
+        self.progress.update(self.video, completed=done, total=total, rate=rate)
+        self.rate = rate
 
     def done(self, job) -> None:
         self.progress.advance(self.files)
         if self.video is not None:
             self.progress.remove_task(self.video)
             if not self.console.is_terminal:
-                self.console.print(f"{job.dst}: {self.last_rate:.1f} frames/s", highlight=False)
+                self.console.print(f"{job.dst}: {self.written} frame{'s' * (self.written != 1)}"
+                                   + (f", {self.rate}" if self.rate else ""), highlight=False, markup=False)
             self.video = None
 
     def error(self, message: str) -> None:

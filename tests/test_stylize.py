@@ -194,3 +194,34 @@ def test_huge_image_with_tiles_through_the_cli(tiny_model, shared_data, tmp_path
 
     peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # the largest child so far
     assert peak_gib < 3, f"peak memory {peak_gib:.1f} GiB"
+
+
+def test_an_input_that_gives_nothing_beside_good_ones_is_reported_and_skipped(tiny_onnx, tmp_path):
+    good = _photo(tmp_path / "good.jpg")
+    (tmp_path / "empty").mkdir()
+    r = fastnst("stylize", good, tmp_path / "empty", str(tmp_path / "none_*.png"), "--model", tiny_onnx,
+                "--out", tmp_path / "out")
+    assert r.returncode == 1, r.stderr
+    assert (tmp_path / "out" / "good.jpg").is_file()
+    errors = [l for l in r.stderr.splitlines() if l.startswith("fastnst: error:")]
+    assert len(errors) == 2 and "empty: no images or videos" in errors[0] and "none_*.png: no image" in errors[1]
+    # alone, the same input is the command's one-line error (exit 2)
+    assert "no images or videos in this folder" in one_line_error(
+        fastnst("stylize", tmp_path / "empty", "--model", tiny_onnx))
+
+
+def test_a_batch_error_line_stays_one_line_in_a_log(tiny_onnx, tmp_path):
+    folder = tmp_path / ("a_folder_with_a_long_name_" * 4)
+    good = _photo(folder / "ok.jpg")
+    (folder / "truncated_photo_with_a_long_name.jpg").write_bytes(good.read_bytes()[:300])
+    r = fastnst("stylize", folder, "--model", tiny_onnx, "--out", tmp_path / "out")
+    assert r.returncode == 1
+    [error] = [l for l in r.stderr.splitlines() if "truncated_photo" in l]
+    assert error.startswith("fastnst: error:") and "corrupt or truncated" in error and len(error) > 120
+
+
+def test_a_one_frame_video_reports_its_frames_not_a_rate(tiny_onnx, tmp_path):
+    src = make_clip(tmp_path / "one.mp4", frames=1, audio=False)
+    r = fastnst("stylize", src, "--model", tiny_onnx, "--out", tmp_path / "o.mp4")
+    assert r.returncode == 0, r.stderr
+    assert f"{tmp_path / 'o.mp4'}: 1 frame" in r.stderr and "frames/s" not in r.stderr
