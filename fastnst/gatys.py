@@ -139,7 +139,8 @@ def optimize_image(content: Path, style: Path, out: Path, loss: LossConfig, *, s
     OUT_NNNN.EXT every `snapshot_every` iterations). Returns the last record (iteration, J, terms,
     seconds)."""
     from fastnst.devices import resolve_device
-    from fastnst.images import array_to_pil, load_image_tensor, preserve_color, save_image_atomic, to_pil
+    from fastnst.images import array_to_pil, load_image_tensor, save_image_atomic, to_pil
+    from fastnst.images import preserve_color as keep_colors
 
     if out.resolve() in (content.resolve(), style.resolve()):
         raise UserError(f"{out}: --out would overwrite an input")
@@ -154,7 +155,7 @@ def optimize_image(content: Path, style: Path, out: Path, loss: LossConfig, *, s
     def finish(t):
         if not preserve_color:
             return to_pil(t)
-        return array_to_pil(preserve_color(t[0].cpu().numpy(), x[0].cpu().numpy()))
+        return array_to_pil(keep_colors(t[0].cpu().numpy(), x[0].cpu().numpy()))
 
     for i, snap in sorted(result.snapshots.items()):
         if i != steps:

@@ -78,3 +78,17 @@ def test_lbfgs_takes_back_a_step_that_leaves_the_finite_numbers(small_objective)
     assert calls["n"] == 8 and torch.isfinite(result.image).all()
     assert j[8] < 0.8 * j[0], j
 
+
+
+def test_optimize_keeps_the_photos_colours_only_when_asked(shared_data, tmp_path):
+    from PIL import Image
+    import numpy as np
+
+    from fastnst.gatys import optimize_image
+
+    args = (shared_data / "content" / "chicago.jpg", shared_data / "styles" / "starry_night.jpg")
+    for keep in (False, True):
+        optimize_image(*args, tmp_path / f"{keep}.png", LossConfig(), steps=3, size=48, device="cpu",
+                       preserve_color=keep)
+    plain, kept = (np.asarray(Image.open(tmp_path / f"{k}.png"), np.float32) for k in (False, True))
+    assert np.abs(plain - kept).mean() > 1.0
