@@ -174,6 +174,8 @@ class Trainer:
         self.bad_examples: dict[str, str] = {}
         if ckpt is not None:
             self._restore(ckpt)
+            if self.world.is_main:
+                self._truncate_logs()
         self.teacher = self._open_teacher()
         self.bad_examples.update(self.source.skipped)
         if self.world.is_main:
@@ -324,6 +326,19 @@ class Trainer:
             "world_size": self.world.size,
             "torch_version": torch.__version__,
         }
+
+    def _truncate_logs(self) -> None:
+        """A resumed run continues its curve from the checkpoint's step: lines logged after it (by a
+        run that crashed before its next checkpoint) are dropped, so no step appears twice."""
+        for style in self.styles:
+            log = style.out / "log.jsonl"
+            if not log.is_file():
+                continue
+            lines = [l for l in log.read_text().splitlines() if l.strip()]
+            kept = [l for l in lines if json.loads(l)["step"] <= self.step]
+            if len(kept) < len(lines):
+                with atomic_path(log) as tmp:
+                    tmp.write_text("".join(l + "\n" for l in kept))
 
     def _rng_states(self) -> dict:
         states = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),

@@ -277,3 +277,18 @@ def test_epochs_over_a_pack_file_take_whole_batches(style_image, packed, tmp_pat
     trainer.run()
     assert trainer.step == 4 and trainer.images_seen == 12
 
+
+
+def test_resume_after_a_crash_drops_the_log_lines_after_the_checkpoint(style_image, coco_folder, tmp_path):
+    class CrashAt(SignalAt):
+        def update(self, step, records, names):
+            if step == self.step:
+                raise RuntimeError("the machine went away")
+
+    trainer = Trainer(tiny_config(style_image, coco_folder, tmp_path / "run", steps=8, checkpoint_every=4))
+    with pytest.raises(RuntimeError):
+        trainer.run(CrashAt(6))
+    log = tmp_path / "run" / "log.jsonl"
+    assert [json.loads(l)["step"] for l in log.read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
+    Trainer(resume=str(tmp_path / "run" / "checkpoint.pt")).run()
+    assert [json.loads(l)["step"] for l in log.read_text().splitlines()] == list(range(1, 9))
