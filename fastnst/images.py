@@ -56,11 +56,13 @@ def open_image(path: str | Path) -> Image.Image:
 def to_rgb_or_rgba(im: Image.Image) -> Image.Image:
     """Convert any PIL mode to RGB, or RGBA when the image carries transparency."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # 16-bit and float grayscale: scale to 8 bits rather than clipping.
+        # 16-bit, 32-bit and float grayscale, scaled to 8 bits by the bit depth (not by the values
+        # found: a dark 16-bit image stays dark). Pillow opens 16-bit PNGs as I;16 (or I).
         a = np.asarray(im, dtype=np.float64)
-        hi = 65535.0 if a.max() > 255 else 255.0
-        if im.mode == "F" and a.max() <= 1.0:
-            hi = 1.0
+        if im.mode == "F":
+            hi = 1.0 if a.max() <= 1.0 else 255.0
+        else:
+            hi = 65535.0 if im.mode.startswith("I;16") or a.max() <= 65535 else 2.0**32 - 1
         a = np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(a, "L").convert("RGB")
     has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)

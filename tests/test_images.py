@@ -23,6 +23,15 @@ def test_modes_become_rgb(tmp_path):
     assert np.abs(g16.astype(int) - rgb[..., 0]).max() <= 1
 
 
+@pytest.mark.parametrize("peak", [255, 765, 32768, 65535])
+def test_16_bit_greyscale_is_scaled_by_its_bit_depth(tmp_path, peak):
+    """A 16-bit value v is v / 65535 of white, whatever the image's maximum."""
+    a = np.linspace(0, peak, 40 * 30).reshape(30, 40).astype(np.uint16)
+    Image.fromarray(a).save(tmp_path / "g.png")
+    got = np.asarray(open_image(tmp_path / "g.png"))[..., 0].astype(float)
+    assert np.abs(got - a / 65535 * 255).max() <= 1
+
+
 def test_rgba_keeps_alpha(tmp_path):
     im = Image.new("RGBA", (4, 3), (10, 20, 30, 128))
     im.save(tmp_path / "a.png")
