@@ -106,7 +106,8 @@ class FolderSource(DecodedSource):
             raise UserError(f"{self.root}: --data must be a folder of images or hf:NAME[:SPLIT]")
         self.files = list_images(self.root)
         if not self.files:
-            raise UserError(f"{self.root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+            raise UserError(f"{self.root}: no images found (looked for .jpg, .png, .webp, .tif and the other "
+                            f"formats Pillow reads)")
         self.description = f"folder {self.root} ({len(self.files)} files)"
 
     def __len__(self) -> int:

@@ -19,7 +19,12 @@ from fastnst.files import atomic_path
 if TYPE_CHECKING:  # the light install (stylizing with ONNX models) has no torch
     import torch
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+# Every still-image format Pillow both reads and writes (an output keeps its input's format), but for
+# GIF and APNG (animations: stylized as videos) and those that need outside programs or plugins.
+Image.init()
+NOT_STILL_OR_NEEDS_PLUGINS = {".gif", ".apng", ".eps", ".ps", ".bufr", ".grib", ".h5", ".hdf", ".emf", ".wmf"}
+IMAGE_EXTENSIONS = {ext for ext, fmt in Image.registered_extensions().items()
+                    if fmt in Image.OPEN and fmt in Image.SAVE} - NOT_STILL_OR_NEEDS_PLUGINS
 
 # Decompression-bomb protection stays on, but at a limit that lets real high-resolution
 # photos (and --tile on huge ones) through.

@@ -225,3 +225,16 @@ def test_a_one_frame_video_reports_its_frames_not_a_rate(tiny_onnx, tmp_path):
     r = fastnst("stylize", src, "--model", tiny_onnx, "--out", tmp_path / "o.mp4")
     assert r.returncode == 0, r.stderr
     assert f"{tmp_path / 'o.mp4'}: 1 frame" in r.stderr and "frames/s" not in r.stderr
+
+
+def test_every_still_format_pillow_reads_and_writes_is_accepted(tiny_onnx, tmp_path):
+    """Netpbm video frames (.ppm, .pgm) among them, one by one and as a folder of frames."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, ext in enumerate((".ppm", ".pgm", ".tga", ".qoi")):
+        im = Image.fromarray(np.random.default_rng(i).integers(0, 255, (20, 30, 3), dtype=np.uint8))
+        (im.convert("L") if ext == ".pgm" else im).save(frames / f"f{i}{ext}")
+    r = fastnst("stylize", frames, "--model", tiny_onnx, "--out", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["f0.ppm", "f1.pgm", "f2.tga", "f3.qoi"]
+    assert Image.open(tmp_path / "out" / "f0.ppm").size == (30, 20)
