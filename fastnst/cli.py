@@ -164,9 +164,11 @@ def pack(
 ):
     require_training_install("fastnst pack")
     from fastnst.data import open_source, write_pack
+    from fastnst.files import check_writable
 
     if out.exists():
         raise UserError(f"{out} exists: choose another --out or delete it first")
+    check_writable(out)
     source = open_source(data)
     print(f"packing {source.description} at {size}x{size}", file=sys.stderr)
 
@@ -422,3 +424,6 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         _err("interrupted")
         sys.exit(130)
+    except OSError as e:  # an output that cannot be written (read-only, full disk, a file in the way)
+        _err(f"{e.filename}: {e.strerror}" if e.filename else f"{e.strerror or e}")
+        sys.exit(2)

@@ -24,7 +24,7 @@ from PIL import Image
 
 from fastnst.devices import describe, resolve_device
 from fastnst.errors import UserError
-from fastnst.files import atomic_path
+from fastnst.files import atomic_path, check_writable
 from fastnst.images import load_image_tensor, load_rgb, resize_long_side, to_pil, to_tensor
 from fastnst.inference import Stylizer
 from fastnst.config import LossConfig
@@ -68,6 +68,7 @@ def compare(contents: list[Path], model: str, out_dir: Path, style: Path | None 
     bad = [i for i in inits if i not in INITS]
     if bad or not inits:
         raise UserError(f"--init {bad[0] if bad else ''!r}: choose from {', '.join(INITS)} (comma-separated)")
+    check_writable(Path(out_dir) / "report.json")
     torch_device = resolve_device(device)
     stylizer = Stylizer(model, device)
     objective = objective_for(stylizer, style, torch_device)

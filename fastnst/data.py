@@ -336,9 +336,10 @@ def write_pack(source, out: str | Path, size: int, workers: int = 8, progress=No
     """Decode every image of `source` once into a safetensors file holding `images`, an
     N x size x size x 3 uint8 tensor of centre squares. Streams to disk (memory stays flat);
     the file appears only when complete. Returns its metadata."""
-    from fastnst.files import atomic_path
+    from fastnst.files import atomic_path, check_writable
 
     out = Path(out)
+    check_writable(out)
     names, bad = [], {}
     with atomic_path(out) as tmp:
         body = tmp.with_name(tmp.name + ".body")

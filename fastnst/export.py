@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from fastnst.errors import UserError
-from fastnst.files import atomic_path
+from fastnst.files import atomic_path, check_writable
 from fastnst.modelfile import VALUE_RANGE, load_model, write_onnx_metadata
 
 INPUT_NAME, OUTPUT_NAME = "image", "stylized"
@@ -95,6 +95,7 @@ def export(model_path: str | Path, out: str | Path | None = None, fp16: bool = F
         raise UserError(f"{out}: the output of export must end in .onnx")
     if out.resolve() == model_path.resolve():
         raise UserError(f"{out}: refusing to overwrite the input model")
+    check_writable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     module = _Float16Net(copy.deepcopy(net)) if fp16 else net  # net itself stays fp32: the reference
 

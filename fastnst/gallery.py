@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from fastnst.data import center_crop
 from fastnst.errors import UserError
-from fastnst.files import atomic_path
+from fastnst.files import atomic_path, check_writable
 
 SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 LABEL_HEIGHT = 28
@@ -58,6 +58,7 @@ def make_gallery(models: list[str], photos: list[tuple[str, Image.Image]], out: 
     a column of the photos, then one column per model, labels on top. Returns the path."""
     from fastnst.inference import Stylizer, stylize_image
 
+    check_writable(out)
     stylizers = [(name, Stylizer(name, device)) for name in models]
     columns = [("photo", [square(p, tile) for _, p in photos])]
     for name, stylizer in stylizers:

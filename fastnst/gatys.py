@@ -139,11 +139,13 @@ def optimize_image(content: Path, style: Path, out: Path, loss: LossConfig, *, s
     OUT_NNNN.EXT every `snapshot_every` iterations). Returns the last record (iteration, J, terms,
     seconds)."""
     from fastnst.devices import resolve_device
+    from fastnst.files import check_writable
     from fastnst.images import array_to_pil, load_image_tensor, save_image_atomic, to_pil
     from fastnst.images import preserve_color as keep_colors
 
     if out.resolve() in (content.resolve(), style.resolve()):
         raise UserError(f"{out}: --out would overwrite an input")
+    check_writable(out)
     if init not in ("content", "noise") and not Path(init).is_file():
         raise UserError(f"--init {init}: choose content, noise or an image file")
     dev = resolve_device(device)

@@ -117,19 +117,23 @@ def check_input(src: Path) -> None:
 
 def run_job(job: Job, stylizer: Stylizer, max_size=None, tile=None, keep_color=False, strength=1.0,
             on_frames=None) -> None:
+    """Stylize one input into its output; any failure is a one-line UserError naming the file."""
     check_input(job.src)
-    if job.is_video:
-        stylize_video(job.src, job.dst, stylizer, max_size=max_size, preserve_color=keep_color, strength=strength,
-                      tile=tile, on_frames=on_frames)
-        return
-    im = open_image(job.src)
-    out = stylize_image(stylizer, im, max_size, tile, keep_color, strength)
-    if out.mode == "RGBA" and job.dst.suffix.lower() in (".jpg", ".jpeg", ".bmp"):
-        out = out.convert("RGB")  # these formats have no alpha
     try:
-        save_image_atomic(out, job.dst)
-    except (OSError, ValueError) as e:
-        raise UserError(f"{job.dst}: could not write ({e})") from None
+        if job.is_video:
+            stylize_video(job.src, job.dst, stylizer, max_size=max_size, preserve_color=keep_color,
+                          strength=strength, tile=tile, on_frames=on_frames)
+            return
+        im = open_image(job.src)
+        out = stylize_image(stylizer, im, max_size, tile, keep_color, strength)
+        if out.mode == "RGBA" and job.dst.suffix.lower() in (".jpg", ".jpeg", ".bmp"):
+            out = out.convert("RGB")  # these formats have no alpha
+        try:
+            save_image_atomic(out, job.dst)
+        except ValueError as e:  # Pillow cannot write this image in this format
+            raise UserError(f"{job.dst}: could not write ({e})") from None
+    except OSError as e:  # an output that cannot be written (read-only, full disk): reported, a batch goes on
+        raise UserError(f"{job.dst}: could not write ({e.strerror or e})") from None
 
 
 def run_jobs(jobs: list[Job], stylizer: Stylizer, progress, batch: bool, **options) -> int:

@@ -95,7 +95,7 @@ def optimize_folder(content_dir: Path, style: Path, out: Path, loss, settings: d
     refused rather than mixed. Returns how many targets the folder holds."""
     from fastnst.data import list_images
     from fastnst.devices import resolve_device
-    from fastnst.files import sha256_file
+    from fastnst.files import check_writable, sha256_file
     from fastnst.gatys import gatys, style_objective
     from fastnst.images import save_image_atomic, to_pil
 
@@ -104,6 +104,7 @@ def optimize_folder(content_dir: Path, style: Path, out: Path, loss, settings: d
         raise UserError(f"{content_dir}: no images found")
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: with a --content folder, --out must be a folder")
+    check_writable(out / MANIFEST)
     settings = {**settings, **loss.loss_settings()}
     device = resolve_device(device)
     objective = style_objective(loss, style, settings["style_size"], device)

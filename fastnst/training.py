@@ -33,7 +33,7 @@ from fastnst.config import DEFAULT_STEPS, RESUMABLE_OVERRIDES, LossConfig, Train
 from fastnst.data import Position, open_training_data, seed_for
 from fastnst.devices import autocast_for, describe, resolve_device, use_gpu_speedups
 from fastnst.errors import Interrupted, TrainingDiverged, UserError
-from fastnst.files import atomic_path, sha256_file
+from fastnst.files import atomic_path, check_writable, sha256_file
 from fastnst.images import load_rgb, resize_long_side, save_image_atomic, to_pil, to_tensor
 from fastnst.losses import Objective, joint_terms
 from fastnst.modelfile import save_model
@@ -202,6 +202,8 @@ class Trainer:
         cfg.per_style("style_weight"), cfg.per_style("init_from")  # one value, or one per style
         if new_run:
             self._refuse_to_overwrite(outs)
+        for out in outs:
+            check_writable(out / CHECKPOINT_NAME)
         if cfg.teacher and len(names) > 1:
             raise UserError("--teacher works with one --style: its targets were made for one style image")
         if cfg.teacher and cfg.teacher_weight <= 0:

@@ -1,0 +1,89 @@
+"""Faults from outside: outputs that cannot be written. Every command answers with one line, the
+SPEC's exit status, and leaves no temporary file behind."""
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import fastnst, make_clip, one_line_error
+
+
+@pytest.fixture
+def make_read_only(request):
+    """Makes a folder nothing can be written into, even by root (immutable where chattr works)."""
+    def make(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", folder]).returncode != 0:
+                pytest.skip("running as root without chattr +i: no folder is read-only")
+            request.addfinalizer(lambda: subprocess.run(["chattr", "-i", folder]))
+        else:
+            folder.chmod(0o555)
+            request.addfinalizer(lambda: folder.chmod(0o755))
+        return folder
+    return make
+
+
+@pytest.fixture
+def read_only(make_read_only, tmp_path):
+    return make_read_only(tmp_path / "read_only")
+
+
+def _photo(path, size=(40, 30)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_every_command_with_an_unwritable_output_gives_one_line(read_only, tiny_model, tiny_onnx, shared_data,
+                                                                 coco_folder, tmp_path):
+    photo = _photo(tmp_path / "p.jpg")
+    style = shared_data / "styles" / "wave.jpg"
+    gif = tmp_path / "a.gif"
+    frames = [Image.fromarray(np.full((20, 30, 3), 40 * i, np.uint8)) for i in range(3)]
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100)
+    commands = {
+        "train": ["train", "--style", style, "--data", coco_folder, "--out", read_only / "run", "--steps", "1",
+                  "--batch-size", "2", "--image-size", "32", "--style-size", "64", "--width", "8", "--blocks", "1",
+                  "--device", "cpu"],
+        "export": ["export", tiny_model, "--out", read_only / "m.onnx"],
+        "optimize": ["optimize", "--content", photo, "--style", style, "--out", read_only / "o.png", "--steps", "1",
+                     "--size", "32", "--device", "cpu"],
+        "compare": ["compare", photo, "--model", tiny_model, "--out", read_only / "cmp", "--sizes", "32",
+                    "--iterations", "0,1", "--runs", "1", "--init", "content", "--device", "cpu"],
+        "pack": ["pack", coco_folder, "--out", read_only / "p.pack"],
+        "gallery": ["gallery", "--out", read_only / "g.jpg", "--models", tiny_onnx, "--photos", coco_folder,
+                    "--tile", "32", "--work-size", "32", "--device", "cpu"],
+        "stylize an image": ["stylize", photo, "--model", tiny_onnx, "--out", read_only / "s.jpg"],
+        "stylize a GIF": ["stylize", gif, "--model", tiny_onnx, "--out", read_only / "s.gif"],
+        "stylize a video": ["stylize", make_clip(tmp_path / "c.mp4", frames=2), "--model", tiny_onnx,
+                            "--out", read_only / "s.mp4"],
+    }
+    for name, args in commands.items():
+        line = one_line_error(fastnst(*args))
+        assert "read_only" in line, (name, line)
+        assert not list(read_only.iterdir()), name
+
+
+def test_a_gif_that_cannot_be_written_does_not_stop_the_batch(make_read_only, tiny_onnx, tmp_path):
+    src = tmp_path / "in"
+    (src / "gifs").mkdir(parents=True)
+    frames = [Image.fromarray(np.full((20, 30, 3), 40 * i, np.uint8)) for i in range(3)]
+    frames[0].save(src / "gifs" / "a.gif", save_all=True, append_images=frames[1:], duration=100)
+    _photo(src / "z.png")
+    make_read_only(tmp_path / "out" / "gifs")  # where the GIF's output goes
+    r = fastnst("stylize", src, "--model", tiny_onnx, "--out", tmp_path / "out")
+    assert r.returncode == 1, r.stderr
+    [error] = [l for l in r.stderr.splitlines() if l.startswith("fastnst: error:")]
+    assert "gifs/a.gif: cannot write here" in error
+    assert (tmp_path / "out" / "z.png").is_file()  # the input after it is still written
+
+
+def test_train_out_an_existing_file_gives_one_line(style_image, coco_folder, tmp_path):
+    (tmp_path / "afile").write_text("keep me")
+    line = one_line_error(fastnst("train", "--style", style_image, "--data", coco_folder, "--out",
+                                  tmp_path / "afile", "--steps", "1", "--device", "cpu"))
+    assert "afile: --out must be a folder" in line and (tmp_path / "afile").read_text() == "keep me"
