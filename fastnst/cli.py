@@ -195,24 +195,21 @@ def export(
     opset: int = typer.Option(18, min=18, max=23, help="ONNX opset."),
 ):
     require_training_install("fastnst export", ("torch", "onnx", "onnxscript"))
-    from fastnst.export import ExportError, export as export_onnx, quantize_int8
+    from fastnst.export import ExportError, export as export_onnx
 
     if int8 and calibration is None:
         raise UserError("--int8 needs --calibration DIR (a folder of real photos)")
-    if int8 and fp16:
-        raise UserError("choose --fp16 or --int8, not both")
     try:
-        report = export_onnx(model, out, fp16=fp16, opset=opset)
-        print(f"wrote {report['path']} ({report['precision']}, {report['size_bytes'] / 1e6:.1f} MB, opset {opset}); "
-              f"onnxruntime vs PyTorch at {' and '.join('x'.join(map(str, s[2:])) for s in report['verified_shapes'])}: "
-              f"max abs difference {report['max_abs_diff_255']:.4f} on the 0-255 scale")
-        if int8:
-            int8_path = report["path"].with_name(report["path"].name.replace(".onnx", ".int8.onnx"))
-            q = quantize_int8(report["path"], int8_path, calibration)
-            print(f"wrote {q['path']} (int8, {q['size_bytes'] / 1e6:.1f} MB, calibrated on {q['calibration_images']} "
-                  f"photos): PSNR against fp32 {q['psnr_vs_fp32_db']:.1f} dB on held-out photos")
+        report = export_onnx(model, out, fp16=fp16, opset=opset, int8_calibration=calibration if int8 else None)
     except ExportError as e:
         raise UserError(f"{model}: export failed its check: {e}") from None
+    print(f"wrote {report['path']} ({report['precision']}, {report['size_bytes'] / 1e6:.1f} MB, opset {opset}); "
+          f"onnxruntime vs PyTorch at {' and '.join('x'.join(map(str, s[2:])) for s in report['verified_shapes'])}: "
+          f"max abs difference {report['max_abs_diff_255']:.4f} on the 0-255 scale")
+    if "int8" in report:
+        q = report["int8"]
+        print(f"wrote {q['path']} (int8, {q['size_bytes'] / 1e6:.1f} MB, calibrated on {q['calibration_images']} "
+              f"photos): PSNR against fp32 {q['psnr_vs_fp32_db']:.1f} dB on held-out photos")
 
 
 @app.command(help="Stylize images, folders (recursive, mirrored under --out), globs, videos and frame folders.")
@@ -401,9 +398,21 @@ def gallery(
     print(f"wrote {path}: {len(chosen)} photos x {len(names)} models ({', '.join(names)})", file=sys.stderr)
 
 
+def _stop(signum, _frame):
+    """SIGTERM and SIGHUP end a command as Ctrl-C does: by unwinding, so temporary files are removed.
+    (Training catches SIGTERM itself, to write a checkpoint first.)"""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
+    import signal
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop)
     try:
         rc = app(args=argv, prog_name="fastnst", standalone_mode=False)
+        if rc == 130:  # typer's answer to Ctrl-C (and to SIGTERM, SIGHUP: see _stop)
+            _err("interrupted")
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except _ClickException as e:  # bad options, caught by the parser

@@ -82,8 +82,11 @@ def verify(onnx_path: Path, reference: nn.Module, tolerance: float) -> float:
     return worst
 
 
-def export(model_path: str | Path, out: str | Path | None = None, fp16: bool = False, opset: int = 18) -> dict:
-    """Export a model file to ONNX; returns a report {path, precision, max_abs_diff, ...}."""
+def export(model_path: str | Path, out: str | Path | None = None, fp16: bool = False, opset: int = 18,
+           int8_calibration: str | Path | None = None) -> dict:
+    """Export a model file to ONNX; returns a report {path, precision, max_abs_diff, ...}. With
+    `int8_calibration` (a folder of photos, checked first) also NAME.int8.onnx (report["int8"]); if
+    that fails, the fp32 file this call wrote is removed too: a failed export leaves nothing."""
     import onnx
 
     model_path = Path(model_path)
@@ -96,7 +99,11 @@ def export(model_path: str | Path, out: str | Path | None = None, fp16: bool = F
     if out.resolve() == model_path.resolve():
         raise UserError(f"{out}: refusing to overwrite the input model")
     check_writable(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if int8_calibration is not None:
+        if fp16:
+            raise UserError("choose --fp16 or --int8, not both")
+        photos = _calibration_batches(Path(int8_calibration), INT8_CALIBRATION_PHOTOS + 4, INT8_CALIBRATION_SIZE)
+    existed = out.exists()
     module = _Float16Net(copy.deepcopy(net)) if fp16 else net  # net itself stays fp32: the reference
 
     with atomic_path(out) as tmp:
@@ -108,8 +115,17 @@ def export(model_path: str | Path, out: str | Path | None = None, fp16: bool = F
         onnx.save(model, str(tmp))
         # fp16 is judged against the fp32 network: that is the quality a user gives up.
         diff = verify(tmp, net, FP16_TOLERANCE if fp16 else FP32_TOLERANCE)
-    return {"path": out, "precision": precision, "max_abs_diff_255": diff * 255, "opset": opset,
-            "size_bytes": out.stat().st_size, "verified_shapes": VERIFY_SHAPES}
+    report = {"path": out, "precision": precision, "max_abs_diff_255": diff * 255, "opset": opset,
+              "size_bytes": out.stat().st_size, "verified_shapes": VERIFY_SHAPES}
+    if int8_calibration is not None:
+        try:
+            report["int8"] = quantize_int8(out, out.with_name(out.name.replace(".onnx", ".int8.onnx")),
+                                           int8_calibration, photos=photos)
+        except BaseException:
+            if not existed:
+                out.unlink(missing_ok=True)
+            raise
+    return report
 
 
 def _calibration_batches(folder: Path, n: int, size: int) -> list[np.ndarray]:
@@ -140,8 +156,12 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 INT8_MIN_PSNR = 30.0
 
 
-def quantize_int8(fp32_onnx: str | Path, out: str | Path, calibration: str | Path, n_images: int = 32,
-                  size: int = 256) -> dict:
+INT8_CALIBRATION_PHOTOS, INT8_CALIBRATION_SIZE = 32, 256
+
+
+def quantize_int8(fp32_onnx: str | Path, out: str | Path, calibration: str | Path,
+                  n_images: int = INT8_CALIBRATION_PHOTOS, size: int = INT8_CALIBRATION_SIZE,
+                  photos: list | None = None) -> dict:
     """Static int8 quantization (onnxruntime QDQ, per-channel int8 weights, uint8 activations, the
     convolutions only) calibrated on real photos. Quality: PSNR of the int8 output against the
     fp32 output on photos held out from calibration; refused under INT8_MIN_PSNR dB."""
@@ -151,7 +171,7 @@ def quantize_int8(fp32_onnx: str | Path, out: str | Path, calibration: str | Pat
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     fp32_onnx, out = Path(fp32_onnx), Path(out)
-    photos = _calibration_batches(Path(calibration), n_images + 4, size)
+    photos = photos or _calibration_batches(Path(calibration), n_images + 4, size)
     calib, held_out = photos[:-4] if len(photos) > 6 else photos, photos[-4:]
 
     class Reader(CalibrationDataReader):

@@ -61,3 +61,20 @@ def test_export_refuses_bad_input(tmp_path, tiny_model):
     with pytest.raises(UserError, match="must end in .onnx"):
         export(tiny_model, tmp_path / "out.bin")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]  # nothing half-written
+
+
+def test_a_failed_int8_export_leaves_nothing(tiny_model, shared_data, tmp_path, monkeypatch):
+    import fastnst.export as ex
+
+    one_photo = tmp_path / "one"
+    one_photo.mkdir()
+    (one_photo / "p.jpg").write_bytes((shared_data / "content" / "chicago.jpg").read_bytes())
+    # the calibration folder is checked before anything is written
+    with pytest.raises(UserError, match="at least 2 readable photos"):
+        export(tiny_model, tmp_path / "a.onnx", int8_calibration=one_photo)
+    assert not list(tmp_path.glob("a*.onnx"))
+    # an int8 model under the quality bar: refused, and the fp32 file of the same export removed
+    monkeypatch.setattr(ex, "INT8_MIN_PSNR", 1000.0)
+    with pytest.raises(ex.ExportError):
+        export(tiny_model, tmp_path / "b.onnx", int8_calibration=shared_data / "coco")
+    assert not list(tmp_path.glob("b*.onnx")) and not list(tmp_path.glob(".b*"))

@@ -87,3 +87,24 @@ def test_train_out_an_existing_file_gives_one_line(style_image, coco_folder, tmp
     line = one_line_error(fastnst("train", "--style", style_image, "--data", coco_folder, "--out",
                                   tmp_path / "afile", "--steps", "1", "--device", "cpu"))
     assert "afile: --out must be a folder" in line and (tmp_path / "afile").read_text() == "keep me"
+
+
+def test_sigterm_during_a_video_leaves_no_temporary_file(tmp_path):
+    """A long video killed with SIGTERM (as `timeout` does): exit 130, no hidden partial output."""
+    import signal
+    import sys
+    import time
+
+    src = make_clip(tmp_path / "long.mp4", frames=240, size=(320, 240), audio=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    p = subprocess.Popen([sys.executable, "-m", "fastnst", "stylize", src, "--model", "starry_night",
+                          "--out", out / "o.mp4"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not list(out.iterdir()) and time.time() < deadline:  # until the partial output exists
+        time.sleep(0.1)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert list(out.iterdir()) == [] and err.strip().splitlines()[-1] == "fastnst: error: interrupted"
