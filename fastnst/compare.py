@@ -39,6 +39,8 @@ INITS = ("noise", "content")  # Johnson 2016's start first
 def objective_for(stylizer: Stylizer, style: Path | None, device: torch.device) -> Objective:
     """The objective a model was trained with: its loss network, layers, weights and style."""
     meta = stylizer.metadata
+    if not isinstance(meta.get("loss"), dict) or not isinstance(meta.get("config"), dict):
+        raise UserError(f"{stylizer.path}: its metadata lacks the loss settings (loss, config) that compare needs")
     objective = Objective.from_config(LossConfig.from_metadata(meta)).to(device)
     if style is not None:
         objective.set_style(load_image_tensor(style, meta["config"]["style_size"]))

@@ -95,7 +95,24 @@ def read_onnx_metadata(session, path: Path) -> dict:
     props = session.get_modelmeta().custom_metadata_map
     if "fastnst" not in props:
         raise UserError(f"{path}: an ONNX model, but not a fastnst model (no fastnst metadata)")
-    return json.loads(props["fastnst"])
+    meta = _parse_metadata(props["fastnst"], path)
+    inputs = session.get_inputs()
+    shape = inputs[0].shape if len(inputs) == 1 else None
+    if shape is None or len(shape) != 4 or shape[1] != 3 or inputs[0].type != "tensor(float)":
+        found = "several inputs" if shape is None else f"{inputs[0].type} of shape {shape}"
+        raise UserError(f"{path}: a fastnst model takes one float32 N x 3 x H x W image; this one takes {found}")
+    return meta
+
+
+def _parse_metadata(raw: str, path: Path) -> dict:
+    """The fastnst JSON of a model file, checked for what loading and reporting need."""
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        raise UserError(f"{path}: its fastnst metadata is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{path}: its fastnst metadata is not a JSON object")
+    return meta
 
 
 def card_licence(path: Path) -> str:
@@ -160,9 +177,12 @@ def read_metadata(path: str | Path) -> dict:
         raise UserError(f"{path}: not a fastnst model file (not readable as safetensors)") from None
     if raw is None:
         raise UserError(f"{path}: a safetensors file, but not a fastnst model (no fastnst metadata)")
-    meta = json.loads(raw)
+    meta = _parse_metadata(raw, path)
     if meta.get("format") != FORMAT:
         raise UserError(f"{path}: unsupported fastnst model format {meta.get('format')!r}")
+    network = meta.get("network")
+    if not isinstance(network, dict) or not all(isinstance(network.get(k), int) for k in ("width", "blocks")):
+        raise UserError(f"{path}: its metadata does not describe the network (network.width, network.blocks)")
     return meta
 
 
@@ -174,7 +194,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Tr
     from fastnst.network import TransformerNet
 
     tensors = load_file(str(path), device=str(device))
-    net = TransformerNet(**meta["network"])
+    net = TransformerNet(meta["network"]["width"], meta["network"]["blocks"])
     state = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
     try:
         net.load_state_dict(state)

@@ -108,3 +108,42 @@ def test_sigterm_during_a_video_leaves_no_temporary_file(tmp_path):
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
     assert list(out.iterdir()) == [] and err.strip().splitlines()[-1] == "fastnst: error: interrupted"
+
+
+def test_model_files_with_bad_metadata_get_one_line(tiny_model, tiny_onnx, tmp_path):
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    photo = _photo(tmp_path / "p.png")
+    with safe_open(str(tiny_model), "pt") as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, json.loads(f.metadata()["fastnst"])
+    broken = {
+        "not_json.safetensors": "{broken",
+        "no_network.safetensors": json.dumps({k: v for k, v in meta.items() if k != "network"}),
+        "list.safetensors": json.dumps([1, 2]),
+    }
+    for name, raw in broken.items():
+        save_file(tensors, str(tmp_path / name), metadata={"fastnst": raw})
+    model = onnx.load(str(tiny_onnx))
+    for p in model.metadata_props:
+        if p.key == "fastnst":
+            p.value = "not json"
+    onnx.save(model, str(tmp_path / "not_json.onnx"))
+    gray = helper.make_model(helper.make_graph(
+        [helper.make_node("Identity", ["image"], ["stylized"])], "gray",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 1, "h", "w"])],
+        [helper.make_tensor_value_info("stylized", TensorProto.FLOAT, ["n", 1, "h", "w"])]),
+        opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    gray.metadata_props.add(key="fastnst", value=json.dumps(meta))
+    onnx.save(gray, str(tmp_path / "one_channel.onnx"))
+    expected = {"not_json.safetensors": "not valid JSON", "no_network.safetensors": "does not describe the network",
+                "list.safetensors": "not a JSON object", "not_json.onnx": "not valid JSON",
+                "one_channel.onnx": "takes one float32 N x 3 x H x W image"}
+    for name, words in expected.items():
+        line = one_line_error(fastnst("stylize", photo, "--model", tmp_path / name, "--out", tmp_path / "o.png",
+                                      "--device", "cpu"))
+        assert name in line and words in line, line
