@@ -114,14 +114,12 @@ def array_to_pil(a: np.ndarray) -> Image.Image:
     return Image.fromarray((np.clip(a, 0, 1) * 255.0 + 0.5).astype(np.uint8).transpose(1, 2, 0), "RGB")
 
 
-def fit_max_size(size: tuple[int, int], max_size: int | None, even: bool = False) -> tuple[int, int]:
-    """(w, h) scaled down so the long side is at most max_size (never up); even sides for video."""
+def fit_max_size(size: tuple[int, int], max_size: int | None) -> tuple[int, int]:
+    """(w, h) scaled down so the long side is at most max_size (never up)."""
     w, h = size
     if max_size and max(w, h) > max_size:
         s = max_size / max(w, h)
         w, h = max(1, round(w * s)), max(1, round(h * s))
-    if even:
-        w, h = max(2, w - w % 2), max(2, h - h % 2)
     return w, h
 
 

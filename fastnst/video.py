@@ -72,12 +72,13 @@ def stylize_video(src: str | Path, dst: str | Path, model: Stylizer | str, *, ma
             vin = inp.streams.video[0]
             ain = inp.streams.audio[0] if inp.streams.audio else None
             total = vin.frames or None
-            size = fit_max_size((vin.codec_context.width, vin.codec_context.height), max_size, even=True)
+            size = fit_max_size((vin.codec_context.width, vin.codec_context.height), max_size)
             out = av.open(str(tmp), mode="w", format=None if dst.suffix.lower() != ".mkv" else "matroska")
             rate = vin.average_rate or vin.guessed_rate or 24
             vout = out.add_stream(codec, rate=rate)
             vout.width, vout.height = size
-            vout.pix_fmt = "yuv420p"
+            # H.264 takes odd sizes only in 4:4:4 (High 4:4:4: not every hardware player); others in 4:2:0.
+            vout.pix_fmt = "yuv444p" if codec == "libx264" and (size[0] % 2 or size[1] % 2) else "yuv420p"
             vout.time_base = vin.time_base
             if codec == "libx264":
                 vout.options = {"crf": "18", "preset": "medium"}

@@ -238,3 +238,25 @@ def test_every_still_format_pillow_reads_and_writes_is_accepted(tiny_onnx, tmp_p
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["f0.ppm", "f1.pgm", "f2.tga", "f3.qoi"]
     assert Image.open(tmp_path / "out" / "f0.ppm").size == (30, 20)
+
+
+def test_a_video_of_odd_size_keeps_its_size(tiny_onnx, tmp_path):
+    """65 x 49: H.264 output in 4:4:4 (4:2:0 needs even sides), WebM and AVI in 4:2:0."""
+    import av
+
+    from fastnst.video import probe
+
+    src = tmp_path / "odd.webm"
+    with av.open(str(src), "w") as c:
+        v = c.add_stream("libvpx-vp9", rate=12)
+        v.width, v.height, v.pix_fmt = 65, 49, "yuv420p"
+        for i in range(4):
+            for p in v.encode(av.VideoFrame.from_ndarray(np.full((49, 65, 3), 50 * i, np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+    for ext in (".mp4", ".webm", ".avi"):
+        r = fastnst("stylize", src, "--model", tiny_onnx, "--out", tmp_path / f"out{ext}")
+        assert r.returncode == 0, r.stderr
+        info = probe(tmp_path / f"out{ext}")
+        assert (info["width"], info["height"], info["frames"]) == (65, 49, 4), ext
