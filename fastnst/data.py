@@ -139,6 +139,9 @@ class HFSource(DecodedSource):
             import datasets
         except ImportError:
             raise UserError("--data hf:... needs the 'datasets' package: pip install datasets") from None
+        if not Path(self.name).exists():
+            _check_hub_reachable(spec)
+        datasets.logging.set_verbosity_error()  # a failure is our one line, not pages of retries
         try:
             ds = datasets.load_dataset(self.name, split=self.split, streaming=True)
         except Exception as e:
@@ -165,6 +168,24 @@ class HFSource(DecodedSource):
             img = ex[self.column]
             name = f"hf:{self.name}:{self.split}[{img.get('path') or k}]" if isinstance(img, dict) else f"#{k}"
             yield name, img
+
+
+def _check_hub_reachable(spec: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, with one line, when the Hugging Face hub cannot be reached (offline), rather
+    than after half a minute of the client's retries."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""):
+        return  # the user asked for the local cache
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        raise UserError(f"hf:{spec}: the Hugging Face hub ({host}) cannot be reached ({e.strerror or e}); "
+                        f"give a local folder, a pack file or a local data set folder") from None
 
 
 def open_source(data: str) -> FolderSource | HFSource:

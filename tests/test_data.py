@@ -167,3 +167,14 @@ def test_cli_pack_refuses_to_overwrite(coco_folder, tmp_path):
     r = fastnst("pack", str(tmp_path / "missing"), "--out", str(tmp_path / "y.pack"))
     assert "no such data folder" in one_line_error(r)
 
+
+
+def test_an_unreachable_hub_is_one_line_in_seconds(monkeypatch):
+    import time
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    t = time.perf_counter()
+    with pytest.raises(UserError, match=r"hf:someone/photos: the Hugging Face hub \(127.0.0.1\) cannot be reached"):
+        HFSource("someone/photos")
+    assert time.perf_counter() - t < 10
