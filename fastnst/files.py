@@ -48,11 +48,16 @@ def atomic_path(dst: str | Path):
 
 def check_writable(dst: str | Path) -> None:
     """Fail now, with one line, if `dst` (a file, or a folder when it ends in /) cannot be written:
-    before any time is spent on what would go there."""
+    before any time is spent on what would go there. Creates nothing: the test file goes into the
+    deepest folder on the way that exists."""
     dst = Path(dst)
     folder = dst if str(dst).endswith("/") or dst.is_dir() else dst.parent
+    folder = folder.absolute()
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(f"{dst}: cannot write here ({folder} is a file)")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=".fastnst-check.", dir=folder)
         os.close(fd)
         os.unlink(name)
