@@ -39,20 +39,18 @@ def main():
     print(f"int8_quality: CPU {platform.machine()}, {os.cpu_count()} cores; {len(photos)} photos from {args.photos} "
           f"(long side at most {args.max_size}); PSNR of int8 against fp32, dB")
     print(f"  {'photo':<22}{'size':>11}" + "".join(f"{n:>18}" for n in names))
-    fp32 = {n: Stylizer(n, "cpu") for n in names}
-    int8 = {n: Stylizer(f"{n}.int8", "cpu") for n in names}
-    scores = {n: [] for n in names}
+    arrays = []
     for path in photos:
         im = load_rgb(path)
-        im = im.resize(fit_max_size(im.size, args.max_size))
-        x = pil_to_array(im)[None]
-        row = []
-        for n in names:
-            s = psnr(int8[n].stylize_batch(x), fp32[n].stylize_batch(x))
-            scores[n].append(s)
-            row.append(s)
-        print(f"  {path.name[:21]:<22}{f'{im.width}x{im.height}':>11}" + "".join(f"{s:>18.1f}" for s in row),
-              flush=True)
+        arrays.append((path.name, im.resize(fit_max_size(im.size, args.max_size))))
+    scores = {}
+    for n in names:  # one model at a time: two sessions on 2000 px photos hold gigabytes of activations
+        fp32, int8 = Stylizer(n, "cpu"), Stylizer(f"{n}.int8", "cpu")
+        scores[n] = [psnr(int8.stylize_batch(x), fp32.stylize_batch(x))
+                     for x in (pil_to_array(im)[None] for _, im in arrays)]
+        del fp32, int8
+    for k, (name, im) in enumerate(arrays):
+        print(f"  {name[:21]:<22}{f'{im.width}x{im.height}':>11}" + "".join(f"{scores[n][k]:>18.1f}" for n in names))
     print(f"  {'min / mean':<33}" + "".join(f"{f'{min(v):.1f} / {np.mean(v):.1f}':>18}" for v in scores.values()))
 
 

@@ -153,7 +153,12 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
-INT8_MIN_PSNR = 30.0
+INT8_MIN_PSNR = 30.0  # on every held-out photo
+# The first two convolutions and the last stay fp32: they see and make the pixels, and quantizing them
+# cost the most. Measured on starry_night, 4 photos at 1000 px, worst PSNR against fp32 / time at 512 px
+# on the 2-core CPU: every convolution int8 24.7 dB / 0.311 s; first and last fp32 30.3 dB / 0.328 s;
+# first two and last 34.2 dB / 0.345 s; first two and last two 34.3 dB / 0.361 s.
+FP32_FIRST_CONVS, FP32_LAST_CONVS = 2, 1
 
 
 INT8_CALIBRATION_PHOTOS, INT8_CALIBRATION_SIZE = 32, 256
@@ -189,9 +194,11 @@ def quantize_int8(fp32_onnx: str | Path, out: str | Path, calibration: str | Pat
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter("ignore")
                 quant_pre_process(str(fp32_onnx), pre, skip_symbolic_shape=True)
+                convs = [n.name for n in onnx.load(pre).graph.node if n.op_type == "Conv"]
+                keep = convs[:FP32_FIRST_CONVS] + convs[len(convs) - FP32_LAST_CONVS:]
                 quantize_static(pre, str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                op_types_to_quantize=["Conv"])
+                                op_types_to_quantize=["Conv"], nodes_to_exclude=keep)
             model = onnx.load(str(tmp))
             props = {p.key: p.value for p in onnx.load(str(fp32_onnx)).metadata_props}
             write_onnx_metadata(model, json.loads(props["fastnst"]), "int8")
@@ -200,9 +207,9 @@ def quantize_int8(fp32_onnx: str | Path, out: str | Path, calibration: str | Pat
             s32 = ort.InferenceSession(str(fp32_onnx), providers=["CPUExecutionProvider"])
             s8 = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
             scores = [psnr(s8.run(None, {INPUT_NAME: x})[0], s32.run(None, {INPUT_NAME: x})[0]) for x in held_out]
-            quality = float(np.mean(scores))
+            quality = float(min(scores))
             if quality < INT8_MIN_PSNR:
-                raise ExportError(f"int8 model's output is {quality:.1f} dB PSNR from fp32's, "
+                raise ExportError(f"int8 model's output is {quality:.1f} dB PSNR from fp32's on a held-out photo, "
                                   f"under {INT8_MIN_PSNR} dB")
     finally:
         Path(pre).unlink(missing_ok=True)
