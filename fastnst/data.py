@@ -67,7 +67,9 @@ class TrainingData:
 class DecodedSource(TrainingData):
     """Examples decoded on the CPU by worker threads: a folder or a streamed data set."""
 
-    skipped: dict[str, str] = {}
+    @property
+    def skipped(self) -> dict[str, str]:
+        return {}  # unreadable examples are found while training, batch by batch
 
     def stream(self, batch_size, image_size, seed, position, workers=4, rank=0, world=1):
         return iter(BatchStream(self, batch_size, image_size, seed, position, workers, rank=rank, world=world))
