@@ -15,7 +15,7 @@ from typing import Optional
 import typer
 
 from fastnst import progress as progress_display
-from fastnst.config import LossConfig, TrainConfig
+from fastnst.config import LossConfig, TrainConfig, parse_layer_weights
 from fastnst.errors import Interrupted, TrainingDiverged, UserError, require_training_install
 
 try:  # recent typer vendors its own click
@@ -77,8 +77,6 @@ DEVICE = typer.Option(Device.auto, help="auto picks CUDA when available.")
 
 def _given(values: dict, exclude: tuple[str, ...] = ()) -> dict:
     """The options a user gave (not None), as plain values for the library (enums, paths, layer lists)."""
-    from fastnst.config import parse_layer_weights
-
     out = {}
     for name, value in values.items():
         if value is None or name in exclude:
@@ -285,7 +283,6 @@ def optimize(
     require_training_install("fastnst optimize")
     from rich.console import Console
 
-    from fastnst.config import LossConfig
     from fastnst.gatys import optimize_image
 
     loss = LossConfig(**_given(loss_options))
@@ -331,7 +328,7 @@ def compare(
     device: Device = DEVICE,
 ):
     require_training_install("fastnst compare", ("torch", "safetensors", "matplotlib"))
-    from fastnst.compare import INITS, compare as run_compare, table_header, table_lines
+    from fastnst.compare import compare as run_compare, table_header, table_lines
 
     def ints(text: str, name: str, low: int) -> tuple[int, ...]:
         try:
@@ -344,15 +341,12 @@ def compare(
 
     size_list, iteration_list = ints(sizes, "sizes", 16), ints(iterations, "iterations", 0)
     inits = tuple(dict.fromkeys(v.strip() for v in init.split(",") if v.strip()))
-    if not inits or any(v not in INITS for v in inits):
-        raise UserError(f"--init {init!r}: choose noise, content or noise,content")
-    for c in contents:
-        if not c.is_file():
-            raise UserError(f"{c}: no such file")
-    print(table_header(iteration_list))
+
+    header = [table_header(iteration_list)]  # printed with the first row, after the checks
 
     def on_row(row):
-        print("\n".join(table_lines(row, iteration_list)), flush=True)
+        print("\n".join(header + table_lines(row, iteration_list)), flush=True)
+        header.clear()
 
     report = run_compare(contents, model, out, style, size_list, iteration_list, device.value, runs, on_row,
                          inits, seed)

@@ -22,15 +22,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fastnst.config import LossConfig
 from fastnst.devices import describe, resolve_device
 from fastnst.errors import UserError
 from fastnst.files import atomic_path, check_writable
+from fastnst.gatys import gatys
 from fastnst.images import load_image_tensor, load_rgb, resize_long_side, to_pil, to_tensor
 from fastnst.inference import Stylizer
-from fastnst.config import LossConfig
 from fastnst.losses import Objective
 from fastnst.modelfile import load_model, model_sibling
-from fastnst.gatys import gatys
 
 SPEEDUP_AT = (100, 300, 500)
 INITS = ("noise", "content")  # Johnson 2016's start first
@@ -69,7 +69,10 @@ def compare(contents: list[Path], model: str, out_dir: Path, style: Path | None 
             seed: int = 0) -> dict:
     bad = [i for i in inits if i not in INITS]
     if bad or not inits:
-        raise UserError(f"--init {bad[0] if bad else ''!r}: choose from {', '.join(INITS)} (comma-separated)")
+        raise UserError(f"--init {','.join(inits)!r}: choose noise, content or noise,content")
+    for path in contents:
+        if not Path(path).is_file():
+            raise UserError(f"{path}: no such file")
     check_writable(Path(out_dir) / "report.json")
     torch_device = resolve_device(device)
     stylizer = Stylizer(model, device)

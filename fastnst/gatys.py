@@ -16,8 +16,8 @@ from typing import Callable
 
 import torch
 
-from fastnst.errors import UserError
 from fastnst.config import LossConfig
+from fastnst.errors import UserError
 from fastnst.losses import Objective
 
 
