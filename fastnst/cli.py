@@ -33,25 +33,12 @@ SETTINGS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 LOSS_SETTINGS = {f.name for f in dataclasses.fields(LossConfig)}
 
 
-class LossNet(str, Enum):
-    vgg19 = "vgg19"
-    vgg16 = "vgg16"
+def choices(name: str, *values: str) -> type[Enum]:
+    return Enum(name, {v: v for v in values}, type=str)
 
 
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class Optim(str, Enum):
-    lbfgs = "lbfgs"
-    adam = "adam"
-
-
-class Pooling(str, Enum):
-    max = "max"
-    avg = "avg"
+LossNet, Device = choices("LossNet", "vgg19", "vgg16"), choices("Device", "auto", "cpu", "cuda")
+Optim, Pooling = choices("Optim", "lbfgs", "adam"), choices("Pooling", "max", "avg")
 
 
 @app.callback()
@@ -62,6 +49,11 @@ def _root() -> None:
 
 def _err(message: str) -> None:
     print(f"fastnst: error: {message}", file=sys.stderr)
+
+
+def say(*lines: str) -> None:
+    """Messages go to stderr; stdout carries only what a command is asked for (tables, lists)."""
+    print(*lines, sep="\n", file=sys.stderr, flush=True)
 
 
 def option(name: str, *decls: str, **kw):
@@ -127,26 +119,16 @@ def train(
     from fastnst.training import open_run
 
     trainer = open_run(style, resume=resume, **options)
-    cfg, main = trainer.config, trainer.world.is_main
+    main = trainer.world.is_main
     if main:
-        ranks = f" x {trainer.world.size} processes" if trainer.world.distributed else ""
-        print(f"training {', '.join(s.name for s in trainer.styles)} on {trainer.source.description}, {trainer.device}, "
-              f"batch {cfg.batch_size}{ranks} at {cfg.image_size}px, from step {trainer.step}; writing to "
-              f"{trainer.out}", file=sys.stderr)
+        say(trainer.describe())
     try:
         with progress_display.TrainProgress(trainer.total_steps() if main else 0, trainer.step) as progress:
             trainer.run(progress if main else None)
     finally:
         trainer.close()
-    if not main:
-        return
-    if trainer.bad_examples:
-        print(f"skipped {len(trainer.bad_examples)} unreadable training image(s); "
-              f"first: {next(iter(trainer.bad_examples))}", file=sys.stderr)
-    for run in trainer.styles:
-        final = run.history[-1] if run.history else {}
-        print(f"wrote {run.model_path} (step {trainer.step}, final J {final.get('total', float('nan')):.4g}); "
-              f"samples in {run.out / 'samples'}", file=sys.stderr)
+    if main:
+        say(*trainer.outcome())
 
 
 @app.command(help="Decode a folder or Hugging Face data set once into a pack file of uint8 centre squares, "
@@ -161,23 +143,9 @@ def pack(
     workers: int = typer.Option(8, min=1, max=64, help="Threads decoding images."),
 ):
     require_training_install("fastnst pack")
-    from fastnst.data import open_source, write_pack
-    from fastnst.files import check_writable
+    from fastnst.data import pack as write_pack_file
 
-    if out.exists():
-        raise UserError(f"{out} exists: choose another --out or delete it first")
-    check_writable(out)
-    source = open_source(data)
-    print(f"packing {source.description} at {size}x{size}", file=sys.stderr)
-
-    def progress(good: int, bad: int) -> None:
-        if (good + bad) % 1000 == 0:
-            print(f"  {good} images packed, {bad} unreadable", file=sys.stderr)
-
-    meta = write_pack(source, out, size, workers, progress)
-    gib = out.stat().st_size / 2**30
-    print(f"wrote {out}: {meta['count']} images of {size}x{size} ({gib:.2f} GiB), "
-          f"{len(meta['bad'])} unreadable skipped", file=sys.stderr)
+    write_pack_file(data, out, size, workers, log=say)
 
 
 @app.command(help="Export a trained model file to ONNX (dynamic batch, height and width), verified with "
@@ -193,7 +161,7 @@ def export(
     opset: int = typer.Option(18, min=18, max=23, help="ONNX opset."),
 ):
     require_training_install("fastnst export", ("torch", "onnx", "onnxscript"))
-    from fastnst.export import ExportError, export as export_onnx
+    from fastnst.export import ExportError, describe, export as export_onnx
 
     if int8 and calibration is None:
         raise UserError("--int8 needs --calibration DIR (a folder of real photos)")
@@ -201,13 +169,7 @@ def export(
         report = export_onnx(model, out, fp16=fp16, opset=opset, int8_calibration=calibration if int8 else None)
     except ExportError as e:
         raise UserError(f"{model}: export failed its check: {e}") from None
-    print(f"wrote {report['path']} ({report['precision']}, {report['size_bytes'] / 1e6:.1f} MB, opset {opset}); "
-          f"onnxruntime vs PyTorch at {' and '.join('x'.join(map(str, s[2:])) for s in report['verified_shapes'])}: "
-          f"max abs difference {report['max_abs_diff_255']:.4f} on the 0-255 scale")
-    if "int8" in report:
-        q = report["int8"]
-        print(f"wrote {q['path']} (int8, {q['size_bytes'] / 1e6:.1f} MB, calibrated on {q['calibration_images']} "
-              f"photos): PSNR against fp32 at least {q['psnr_vs_fp32_db']:.1f} dB on held-out photos")
+    say(*describe(report))
 
 
 @app.command(help="Stylize images, folders (recursive, mirrored under --out), globs, videos and frame folders.")
@@ -229,26 +191,12 @@ def stylize(
     device: Device = typer.Option(Device.auto, help="auto uses CUDA when onnxruntime (or PyTorch, for "
                                                     ".safetensors models) offers it."),
 ):
-    if len(inputs) == 1 and not Path(inputs[0]).exists() and not any(c in inputs[0] for c in "*?["):
-        raise UserError(f"{inputs[0]}: no such file")  # before loading anything: a quick answer
-    from fastnst.inference import Stylizer
-    from fastnst.jobs import plan, run_jobs
+    from fastnst.jobs import stylize_inputs
 
-    stylizer = Stylizer(model, device.value, tiling=tile is not None)
-    if tile is not None and stylizer.net is None:
-        print(f"warning: {stylizer.path.name} runs on ONNX: its tiles are normalised one by one and blended, "
-              "so colours can shift between tiles; a .safetensors model gives seamless tiles (with the training "
-              "install)", file=sys.stderr)
-    jobs, empty = plan(inputs, out, stylizer.name)
-    with progress_display.StylizeProgress(len(jobs)) as progress:
-        for message in empty:  # beside good inputs: reported and skipped
-            progress.error(message)
-        failed = run_jobs(jobs, stylizer, progress, batch=len(jobs) + len(empty) > 1, max_size=max_size,
-                          tile=tile, keep_color=preserve_color, strength=strength)
-    print(f"stylized {len(jobs) - failed} of {len(jobs)} input(s) with {stylizer.name} ({stylizer.backend})"
-          + (f"; {failed} failed" if failed else "") + (f"; {len(empty)} gave nothing" if empty else "")
-          + (f": {jobs[0].dst}" if len(jobs) == 1 else ""), file=sys.stderr)
-    if failed or empty:
+    summary, ok = stylize_inputs(inputs, model, out, device=device.value, tile=tile, log=say, max_size=max_size,
+                                 keep_color=preserve_color, strength=strength)
+    say(summary)
+    if not ok:
         raise typer.Exit(1)
 
 
@@ -279,36 +227,20 @@ def optimize(
     device: Device = DEVICE,
     seed: int = typer.Option(0, min=0, help="Random seed (noise init)."),
 ):
-    loss_options = {name: value for name, value in locals().items() if name in LOSS_SETTINGS}
+    loss = LossConfig(**_given({name: value for name, value in locals().items() if name in LOSS_SETTINGS}))
     require_training_install("fastnst optimize")
-    from rich.console import Console
-
-    from fastnst.gatys import optimize_image
-
-    loss = LossConfig(**_given(loss_options))
-    console = Console(stderr=True, soft_wrap=True)
     if content.is_dir():
         from fastnst.teacher import optimize_folder
 
-        def on_image(i, n, name, rec):
-            console.print(f"[{i}/{n}] {name}: J {rec['J']:.4g} after {steps} iterations, {rec['seconds']:.1f}s",
-                          highlight=False, markup=False)
-
         done = optimize_folder(content, style, out, loss, dict(steps=steps, optimizer=optimizer.value, init=init,
-                               size=size, style_size=style_size or size, lr=lr, seed=seed), device.value, on_image)
-        print(f"wrote {done} target(s) and {out / 'teacher.json'}: train with --teacher {out}", file=sys.stderr)
-        return
-
-    def on_step(i, rec):
-        if i % max(1, steps // 20) == 0 or i == steps:
-            console.print(f"iteration {i}/{steps}  J {rec['J']:.4g} (content {rec['content']:.3g} "
-                          f"style {rec['style']:.3g} tv {rec['tv']:.3g})  {rec['seconds']:.1f}s", highlight=False)
+                               size=size, style_size=style_size or size, lr=lr, seed=seed), device.value, log=say)
+        return say(f"wrote {done} target(s) and {out / 'teacher.json'}: train with --teacher {out}")
+    from fastnst.gatys import optimize_image
 
     last = optimize_image(content, style, out, loss, steps=steps, optimizer=optimizer.value, init=init, size=size,
                           style_size=style_size, lr=lr, preserve_color=preserve_color, snapshot_every=snapshot_every,
-                          device=device.value, seed=seed, on_step=on_step)
-    print(f"wrote {out} ({steps} {optimizer.value} iterations, J {last['J']:.4g}, {last['seconds']:.1f}s)",
-          file=sys.stderr)
+                          device=device.value, seed=seed, log=say)
+    say(f"wrote {out} ({steps} {optimizer.value} iterations, J {last['J']:.4g}, {last['seconds']:.1f}s)")
 
 
 @app.command(help="Compare a model with the Gatys optimizer on the same objective: J, matched iterations and "
@@ -328,44 +260,19 @@ def compare(
     device: Device = DEVICE,
 ):
     require_training_install("fastnst compare", ("torch", "safetensors", "matplotlib"))
-    from fastnst.compare import compare as run_compare, table_header, table_lines
+    from fastnst.compare import compare as run_compare
 
-    def ints(text: str, name: str, low: int) -> tuple[int, ...]:
-        try:
-            values = tuple(int(v) for v in text.split(",") if v.strip())
-        except ValueError:
-            raise UserError(f"--{name}: expected comma-separated whole numbers, got {text!r}") from None
-        if not values or min(values) < low:
-            raise UserError(f"--{name}: values must be at least {low}")
-        return values
-
-    size_list, iteration_list = ints(sizes, "sizes", 16), ints(iterations, "iterations", 0)
-    inits = tuple(dict.fromkeys(v.strip() for v in init.split(",") if v.strip()))
-
-    header = [table_header(iteration_list)]  # printed with the first row, after the checks
-
-    def on_row(row):
-        print("\n".join(header + table_lines(row, iteration_list)), flush=True)
-        header.clear()
-
-    report = run_compare(contents, model, out, style, size_list, iteration_list, device.value, runs, on_row,
-                         inits, seed)
-    print(f"{report['machine']}; network on {report['backend']}; wrote {out}/report.json, report.csv, "
-          f"loss_vs_iterations.png, grid.png", file=sys.stderr)
+    report = run_compare(contents, model, out, style, sizes, iterations, device.value, runs,
+                         lambda text: print(text, flush=True), init, seed)
+    say(f"{report['machine']}; network on {report['backend']}; wrote {out}/report.json, report.csv, "
+        f"loss_vs_iterations.png, grid.png")
 
 
 @app.command(help="List the shipped models: name, style, licence and how each was trained.")
 def models():
-    from fastnst.modelfile import WEIGHTS_DIR, list_models
+    from fastnst.modelfile import models_table
 
-    found = list_models()
-    if not found:
-        print(f"no shipped models in {WEIGHTS_DIR}")
-        return
-    print(f"{'name':<26}{'style':<22}{'precision':<10}{'MB':>6}  training")
-    for m in found:
-        print(f"{m['name']:<26}{m['style']:<22}{m['precision']:<10}{m['megabytes']:>6.1f}  {m['training']}"
-              + (f"; style {m['licence']}" if m["licence"] else ""))
+    print(*models_table(), sep="\n")
 
 
 @app.command(help="A grid of photos times models, labelled by style: the README's gallery. The default photos "
@@ -380,16 +287,9 @@ def gallery(
     device: Device = DEVICE,
 ):
     require_training_install("fastnst gallery")
-    from fastnst.gallery import folder_photos, make_gallery, skimage_photos
-    from fastnst.modelfile import shipped_models
+    from fastnst.gallery import gallery as make_gallery
 
-    names = [m.strip() for m in models.split(",") if m.strip()] if models else \
-        [n for n in shipped_models() if "." not in n]
-    if not names:
-        raise UserError("no models: give --models or ship some in weights/")
-    chosen = folder_photos(photos) if photos is not None else skimage_photos()
-    path = make_gallery(names, chosen, out, tile, work_size, device.value)
-    print(f"wrote {path}: {len(chosen)} photos x {len(names)} models ({', '.join(names)})", file=sys.stderr)
+    say(make_gallery(out, models, photos, tile, work_size, device.value))
 
 
 def _stop(signum, _frame):
@@ -412,20 +312,11 @@ def main(argv: list[str] | None = None) -> None:
     except _ClickException as e:  # bad options, caught by the parser
         _err(" ".join(e.format_message().split()))
         sys.exit(2)
-    except typer.Abort:
-        _err("aborted")
-        sys.exit(130)
-    except UserError as e:
+    except (UserError, TrainingDiverged, Interrupted) as e:
         _err(str(e))
-        sys.exit(2)
-    except TrainingDiverged as e:
-        _err(str(e))
-        sys.exit(1)
-    except Interrupted as e:
-        _err(str(e))
-        sys.exit(130)
-    except KeyboardInterrupt:
-        _err("interrupted")
+        sys.exit(1 if isinstance(e, TrainingDiverged) else 130 if isinstance(e, Interrupted) else 2)
+    except (typer.Abort, KeyboardInterrupt) as e:
+        _err("aborted" if isinstance(e, typer.Abort) else "interrupted")
         sys.exit(130)
     except OSError as e:  # an output that cannot be written (read-only, full disk, a file in the way)
         _err(f"{e.filename}: {e.strerror}" if e.filename else f"{e.strerror or e}")

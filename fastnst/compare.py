@@ -63,10 +63,32 @@ def time_network(stylizer: Stylizer, x: np.ndarray, runs: int = 5) -> tuple[np.n
     return out, statistics.median(times)
 
 
+def parse_list(text: str | tuple, name: str, low: int | None = None) -> tuple:
+    """A comma-separated option (`--sizes 256,512`) as a tuple: whole numbers of at least `low`,
+    or words when `low` is None; given as a tuple already, it is checked the same way."""
+    values = tuple(v.strip() if isinstance(v, str) else v for v in
+                   (text.split(",") if isinstance(text, str) else text))
+    values = tuple(dict.fromkeys(v for v in values if v != ""))
+    if low is None:
+        return values
+    try:
+        values = tuple(int(v) for v in values)
+    except ValueError:
+        raise UserError(f"--{name}: expected comma-separated whole numbers, got {text!r}") from None
+    if not values or min(values) < low:
+        raise UserError(f"--{name}: values must be at least {low}")
+    return values
+
+
 def compare(contents: list[Path], model: str, out_dir: Path, style: Path | None = None,
-            sizes: tuple[int, ...] = (256, 512), iterations: tuple[int, ...] = (0, 10, 50, 100, 300, 500),
-            device: str = "auto", runs: int = 5, on_row=None, inits: tuple[str, ...] = INITS,
+            sizes: str | tuple[int, ...] = (256, 512), iterations: str | tuple[int, ...] = (0, 10, 50, 100, 300, 500),
+            device: str = "auto", runs: int = 5, table=None, inits: str | tuple[str, ...] = INITS,
             seed: int = 0) -> dict:
+    """Johnson 2016's comparison (Figure 5, Table 1) of `model` with L-BFGS on one objective, for
+    each content image and size; writes report.json, report.csv, the plot and the grid into
+    `out_dir` and returns the report. `table` (print, say) gets the terminal table as it grows."""
+    sizes, iterations = parse_list(sizes, "sizes", 16), parse_list(iterations, "iterations", 0)
+    inits = parse_list(inits, "init")
     bad = [i for i in inits if i not in INITS]
     if bad or not inits:
         raise UserError(f"--init {','.join(inits)!r}: choose noise, content or noise,content")
@@ -102,8 +124,8 @@ def compare(contents: list[Path], model: str, out_dir: Path, style: Path | None 
                 snapshots[init] = {i: result.snapshots[i].cpu() for i in iterations}
             rows.append(row)
             images.append((content, net_out.cpu(), snapshots))
-            if on_row:
-                on_row(row)
+            if table:  # the header comes with the first row, after the checks
+                table("\n".join(([table_header(iterations)] if len(rows) == 1 else []) + table_lines(row, iterations)))
     report = {"model": str(stylizer.path), "backend": stylizer.backend, "style": stylizer.name,
               "device": str(torch_device), "machine": describe(torch_device), "iterations": list(iterations),
               "inits": list(inits), "seed": seed,

@@ -394,6 +394,28 @@ def write_pack(source, out: str | Path, size: int, workers: int = 8, progress=No
     return meta
 
 
+def pack(data: str, out: str | Path, size: int = 320, workers: int = 8, log=print) -> dict:
+    """`fastnst pack`: decode the folder or data set `data` once into the pack file `out`, saying
+    how it goes through `log`. Returns the pack's metadata."""
+    out = Path(out)
+    if out.exists():
+        raise UserError(f"{out} exists: choose another --out or delete it first")
+    from fastnst.files import check_writable
+
+    check_writable(out)
+    source = open_source(data)
+    log(f"packing {source.description} at {size}x{size}")
+
+    def progress(good: int, bad: int) -> None:
+        if (good + bad) % 1000 == 0:
+            log(f"  {good} images packed, {bad} unreadable")
+
+    meta = write_pack(source, out, size, workers, progress)
+    log(f"wrote {out}: {meta['count']} images of {size}x{size} ({out.stat().st_size / 2**30:.2f} GiB), "
+        f"{len(meta['bad'])} unreadable skipped")
+    return meta
+
+
 def read_pack_metadata(path: str | Path) -> dict | None:
     """The metadata of a pack file, or None if `path` is not one."""
     from safetensors import safe_open

@@ -128,6 +128,20 @@ def export(model_path: str | Path, out: str | Path | None = None, fp16: bool = F
     return report
 
 
+def describe(report: dict) -> list[str]:
+    """What an export wrote and how it checked, one line per file."""
+    shapes = " and ".join("x".join(map(str, s[2:])) for s in report["verified_shapes"])
+    lines = [f"wrote {report['path']} ({report['precision']}, {report['size_bytes'] / 1e6:.1f} MB, opset "
+             f"{report['opset']}); onnxruntime vs PyTorch at {shapes}: max abs difference "
+             f"{report['max_abs_diff_255']:.4f} on the 0-255 scale"]
+    if "int8" in report:
+        q = report["int8"]
+        lines.append(f"wrote {q['path']} (int8, {q['size_bytes'] / 1e6:.1f} MB, calibrated on "
+                     f"{q['calibration_images']} photos): PSNR against fp32 at least {q['psnr_vs_fp32_db']:.1f} dB "
+                     "on held-out photos")
+    return lines
+
+
 def _calibration_batches(folder: Path, n: int, size: int) -> list[np.ndarray]:
     """Up to n real photos from `folder`, resized to size x size, as 1x3xHxW float32 in [0, 1]."""
     from fastnst.data import center_crop, decode, list_images

@@ -76,3 +76,18 @@ def make_gallery(models: list[str], photos: list[tuple[str, Image.Image]], out: 
     with atomic_path(out) as tmp:
         grid.save(tmp, format="PNG" if out.suffix.lower() == ".png" else "JPEG", quality=90)
     return out
+
+
+def gallery(out: str | Path, models: str | None = None, photos: str | Path | None = None, tile: int = 192,
+            work_size: int = 512, device: str = "cpu") -> str:
+    """`fastnst gallery`: `models` (comma-separated; default every shipped fp32 model) times
+    `photos` (a folder; default scikit-image's). Returns a one-line summary."""
+    from fastnst.modelfile import shipped_models
+
+    names = [m.strip() for m in models.split(",") if m.strip()] if models else \
+        [n for n in shipped_models() if "." not in n]
+    if not names:
+        raise UserError("no models: give --models or ship some in weights/")
+    chosen = folder_photos(Path(photos)) if photos is not None else skimage_photos()
+    path = make_gallery(names, chosen, out, tile, work_size, device)
+    return f"wrote {path}: {len(chosen)} photos x {len(names)} models ({', '.join(names)})"

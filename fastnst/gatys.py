@@ -134,10 +134,10 @@ def style_objective(loss: LossConfig, style: Path, style_size: int, device: torc
 def optimize_image(content: Path, style: Path, out: Path, loss: LossConfig, *, steps: int = 300,
                    optimizer: str = "lbfgs", init: str = "content", size: int = 512, style_size: int | None = None,
                    lr: float | None = None, preserve_color: bool = False, snapshot_every: int = 0,
-                   device: str = "auto", seed: int = 0, on_step: Callable[[int, dict], None] | None = None) -> dict:
+                   device: str = "auto", seed: int = 0, log: Callable[[str], None] | None = None) -> dict:
     """`fastnst optimize`: Gatys et al.'s method on one photo, written to `out` (and to
-    OUT_NNNN.EXT every `snapshot_every` iterations). Returns the last record (iteration, J, terms,
-    seconds)."""
+    OUT_NNNN.EXT every `snapshot_every` iterations); `log` gets a line every 5% of the iterations.
+    Returns the last record (iteration, J, terms, seconds)."""
     from fastnst.devices import resolve_device
     from fastnst.files import check_writable
     from fastnst.images import array_to_pil, load_image_tensor, save_image_atomic, to_pil
@@ -152,7 +152,13 @@ def optimize_image(content: Path, style: Path, out: Path, loss: LossConfig, *, s
     objective = style_objective(loss, style, style_size or size, dev)
     x = load_image_tensor(content, size).to(dev)
     record = set(range(snapshot_every, steps + 1, snapshot_every)) if snapshot_every else set()
-    result = gatys(objective, x, steps, optimizer, init, seed, lr, record_at=record, on_step=on_step)
+
+    def on_step(i, rec):
+        if i % max(1, steps // 20) == 0 or i == steps:
+            log(f"iteration {i}/{steps}  J {rec['J']:.4g} (content {rec['content']:.3g} style {rec['style']:.3g} "
+                f"tv {rec['tv']:.3g})  {rec['seconds']:.1f}s")
+
+    result = gatys(objective, x, steps, optimizer, init, seed, lr, record_at=record, on_step=on_step if log else None)
 
     def finish(t):
         if not preserve_color:

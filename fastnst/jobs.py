@@ -150,3 +150,26 @@ def run_jobs(jobs: list[Job], stylizer: Stylizer, progress, batch: bool, **optio
             progress.error(str(e))
         progress.done(job)
     return failed
+
+
+def stylize_inputs(inputs: list[str], model: str, out: str | None = None, *, device: str = "auto",
+                   tile: int | None = None, log=print, **options) -> tuple[str, bool]:
+    """`fastnst stylize`: every input into its output (options: those of run_job), with progress
+    on the terminal. Returns a one-line summary and whether every input was written."""
+    from fastnst.progress import StylizeProgress
+
+    if len(inputs) == 1 and not Path(inputs[0]).exists() and not any(c in inputs[0] for c in "*?["):
+        raise UserError(f"{inputs[0]}: no such file")  # before loading a model: a quick answer
+    stylizer = Stylizer(model, device, tiling=tile is not None)
+    if tile is not None and stylizer.net is None:
+        log(f"warning: {stylizer.path.name} runs on ONNX: its tiles are normalised one by one and blended, so "
+            "colours can shift between tiles; a .safetensors model gives seamless tiles (with the training install)")
+    jobs, empty = plan(inputs, out, stylizer.name)
+    with StylizeProgress(len(jobs)) as progress:
+        for message in empty:  # beside good inputs: reported and skipped
+            progress.error(message)
+        failed = run_jobs(jobs, stylizer, progress, batch=len(jobs) + len(empty) > 1, tile=tile, **options)
+    summary = (f"stylized {len(jobs) - failed} of {len(jobs)} input(s) with {stylizer.name} ({stylizer.backend})"
+               + (f"; {failed} failed" if failed else "") + (f"; {len(empty)} gave nothing" if empty else "")
+               + (f": {jobs[0].dst}" if len(jobs) == 1 else ""))
+    return summary, not (failed or empty)

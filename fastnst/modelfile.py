@@ -147,6 +147,16 @@ def list_models() -> list[dict]:
     return models
 
 
+def models_table() -> list[str]:
+    """`fastnst models`: a header and one line per shipped model."""
+    found = list_models()
+    if not found:
+        return [f"no shipped models in {WEIGHTS_DIR}"]
+    return [f"{'name':<26}{'style':<22}{'precision':<10}{'MB':>6}  training"] + [
+        f"{m['name']:<26}{m['style']:<22}{m['precision']:<10}{m['megabytes']:>6.1f}  {m['training']}"
+        + (f"; style {m['licence']}" if m["licence"] else "") for m in found]
+
+
 # -- the PyTorch model file ------------------------------------------------------------------------
 
 def save_model(path: str | Path, net: TransformerNet, style_grams: dict[str, torch.Tensor], metadata: dict) -> None:

@@ -87,12 +87,12 @@ def teacher_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def optimize_folder(content_dir: Path, style: Path, out: Path, loss, settings: dict, device: str = "auto",
-                    on_image=None) -> int:
+                    log=None) -> int:
     """Run the Gatys optimizer (objective `loss` with the style image `style`; `settings`: steps,
     optimizer, init, size, style_size, lr, seed) on every photo under `content_dir` and write its
     output to `out/<relative path>.png`, updating the manifest after each one. Rerunning with the
     same settings skips the photos already done (an interrupted run continues); other settings are
-    refused rather than mixed. Returns how many targets the folder holds."""
+    refused rather than mixed. `log` gets a line per photo. Returns how many targets the folder holds."""
     from fastnst.data import list_images
     from fastnst.devices import resolve_device
     from fastnst.files import check_writable, sha256_file
@@ -129,6 +129,7 @@ def optimize_folder(content_dir: Path, style: Path, out: Path, loss, settings: d
         last = result.history[-1]
         manifest["pairs"].append({"content": key, "target": str(target), "J": last["J"]})
         write_manifest(out, manifest)
-        if on_image:
-            on_image(i, len(photos), str(photo.relative_to(content_dir)), last)
+        if log:
+            log(f"[{i}/{len(photos)}] {photo.relative_to(content_dir)}: J {last['J']:.4g} after {settings['steps']} "
+                f"iterations, {last['seconds']:.1f}s")
     return len(manifest["pairs"])

@@ -252,6 +252,25 @@ class Trainer:
                             f"({teacher.manifest['style']})")
         return teacher
 
+    def describe(self) -> str:
+        """One line saying what this run trains, on what, and where it writes."""
+        cfg = self.config
+        ranks = f" x {self.world.size} processes" if self.world.distributed else ""
+        return (f"training {', '.join(s.name for s in self.styles)} on {self.source.description}, {self.device}, "
+                f"batch {cfg.batch_size}{ranks} at {cfg.image_size}px, from step {self.step}; writing to {self.out}")
+
+    def outcome(self) -> list[str]:
+        """What a finished run made: skipped images, and each model file with its final J."""
+        lines = []
+        if self.bad_examples:
+            lines.append(f"skipped {len(self.bad_examples)} unreadable training image(s); "
+                         f"first: {next(iter(self.bad_examples))}")
+        for run in self.styles:
+            final = run.history[-1] if run.history else {}
+            lines.append(f"wrote {run.model_path} (step {self.step}, final J {final.get('total', float('nan')):.4g}); "
+                         f"samples in {run.out / 'samples'}")
+        return lines
+
     def close(self) -> None:
         """Leave the process group under torchrun. The DDP wrappers hold the group: drop them first,
         so the group and its threads are torn down here and not during interpreter exit, where gloo
