@@ -1,4 +1,4 @@
-"""The command line: `fastnst train | pack | export | stylize | optimize | compare | models | gallery`.
+"""The command line: `fastnst train | pack | export | stylize | flicker | optimize | compare | models | gallery`.
 
 A user's mistake (UserError, or a bad option caught by the parser) is printed as one line,
 `fastnst: error: ...`, with exit status 2, never a traceback.
@@ -15,7 +15,7 @@ from typing import Optional
 import typer
 
 from fastnst import progress as progress_display
-from fastnst.config import LossConfig, TrainConfig, parse_layer_weights
+from fastnst.config import DEFAULT_TEMPORAL, LossConfig, TrainConfig, parse_layer_weights
 from fastnst.errors import Interrupted, TrainingDiverged, UserError, require_training_install
 
 try:  # recent typer vendors its own click
@@ -188,16 +188,34 @@ def stylize(
     tile: Optional[int] = typer.Option(None, min=128, max=8192, help="Process in N x N tiles (bounded memory, "
                                                                      "for huge images); seamless with a "
                                                                      "PyTorch model file."),
+    temporal: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Blend each video frame with the last "
+                                             "along the motion, against flicker (0: every frame on its own) "
+                                             f"[default: {DEFAULT_TEMPORAL} for videos and GIFs; given, a folder's "
+                                             "images are frames too]."),
     device: Device = typer.Option(Device.auto, help="auto uses CUDA when onnxruntime (or PyTorch, for "
                                                     ".safetensors models) offers it."),
 ):
     from fastnst.jobs import stylize_inputs
 
     summary, ok = stylize_inputs(inputs, model, out, device=device.value, tile=tile, log=say, max_size=max_size,
-                                 keep_color=preserve_color, strength=strength)
+                                 keep_color=preserve_color, strength=strength, temporal=temporal)
     say(summary)
     if not ok:
         raise typer.Exit(1)
+
+
+@app.command(help="Measure flicker: the warping error (Lai et al. 2018) of a stylized video against the input it "
+                  "was made from, and the input's own (the floor). Videos, GIFs or frame folders.")
+def flicker(
+    video: Path = typer.Argument(..., metavar="INPUT", help="The input video (or GIF, or frame folder)."),
+    stylized: Path = typer.Argument(..., metavar="STYLIZED", help="Its stylized version, the same frames."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report and per-frame values here."),
+    plot: Optional[Path] = typer.Option(None, help="Plot the per-frame warping errors here (.png)."),
+):
+    from fastnst.video import flicker as measure
+
+    r = measure(video, stylized, json_out, plot)
+    print(f"warping error {r['warping_error']:.5f} (input {r['input_warping_error']:.5f}) over {r['frames']} frames")
 
 
 @app.command(help="Gatys et al.'s optimizer: optimise one image's pixels against the same objective as training.")

@@ -92,6 +92,9 @@ class LossConfig:
                       if f.name in loss or f.name in cfg})
 
 
+# `stylize --temporal`'s default for videos: chosen by measurement (README, "Video without flicker").
+DEFAULT_TEMPORAL = 0.5
+
 DEFAULT_STEPS = 40_000  # 160k images at batch 4: Johnson 2016's budget (two epochs of COCO)
 DEFAULT_DATA = "hf:detection-datasets/coco:train"
 # What may differ between a run and its resumption: its length and how it ends (the lr decay),

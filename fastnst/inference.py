@@ -145,13 +145,16 @@ def stylize_array(stylizer: Stylizer, image: np.ndarray, tile: int | None = None
 
 
 def stylize_image(stylizer: Stylizer, im: Image.Image, max_size: int | None = None, tile: int | None = None,
-                  keep_color: bool = False, strength: float = 1.0) -> Image.Image:
-    """A PIL image (RGB or RGBA) -> its stylized version, RGBA keeping its alpha."""
+                  keep_color: bool = False, strength: float = 1.0, blend=None) -> Image.Image:
+    """A PIL image (RGB or RGBA) -> its stylized version, RGBA keeping its alpha. `blend(image,
+    stylized)`, given, makes the final output of the two arrays (a frame's temporal blending)."""
     size = fit_max_size(im.size, max_size)
     if size != im.size:
         im = im.resize(size, Image.LANCZOS)
     alpha = im.getchannel("A") if im.mode == "RGBA" else None
-    out = array_to_pil(stylize_array(stylizer, pil_to_array(im), tile, keep_color, strength))
+    image = pil_to_array(im)
+    out = stylize_array(stylizer, image, tile, keep_color, strength)
+    out = array_to_pil(blend(image, out) if blend else out)
     if alpha is not None:
         out.putalpha(alpha)
     return out

@@ -15,6 +15,7 @@ from pathlib import Path
 from fastnst.errors import UserError
 from fastnst.images import IMAGE_EXTENSIONS, open_image, save_image_atomic
 from fastnst.inference import Stylizer, stylize_image
+from fastnst.temporal import DEFAULT_TEMPORAL, TemporalBlend
 from fastnst.video import VIDEO_EXTENSIONS, stylize_video
 
 MEDIA_EXTENSIONS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
@@ -116,16 +117,19 @@ def check_input(src: Path) -> None:
 
 
 def run_job(job: Job, stylizer: Stylizer, max_size=None, tile=None, keep_color=False, strength=1.0,
-            on_frames=None) -> None:
-    """Stylize one input into its output; any failure is a one-line UserError naming the file."""
+            temporal: float | None = None, on_frames=None, frames: TemporalBlend | None = None) -> None:
+    """Stylize one input into its output; any failure is a one-line UserError naming the file.
+    `temporal`: the blending of a video's frames (None: the default); `frames`: the blending of an
+    image with the image before it, as frames of one sequence."""
     check_input(job.src)
     try:
         if job.is_video:
             stylize_video(job.src, job.dst, stylizer, max_size=max_size, preserve_color=keep_color,
-                          strength=strength, tile=tile, on_frames=on_frames)
+                          strength=strength, tile=tile, on_frames=on_frames,
+                          temporal=DEFAULT_TEMPORAL if temporal is None else temporal)
             return
         im = open_image(job.src)
-        out = stylize_image(stylizer, im, max_size, tile, keep_color, strength)
+        out = stylize_image(stylizer, im, max_size, tile, keep_color, strength, frames.blend if frames else None)
         if out.mode == "RGBA" and job.dst.suffix.lower() in (".jpg", ".jpeg", ".bmp"):
             out = out.convert("RGB")  # these formats have no alpha
         try:
@@ -138,11 +142,16 @@ def run_job(job: Job, stylizer: Stylizer, max_size=None, tile=None, keep_color=F
 
 def run_jobs(jobs: list[Job], stylizer: Stylizer, progress, batch: bool, **options) -> int:
     """Run every job (options: those of run_job). In a `batch` a bad input is reported through
-    `progress.error` and skipped; alone, it is raised. Returns how many failed."""
-    failed = 0
+    `progress.error` and skipped; alone, it is raised. Returns how many failed. Given --temporal,
+    the images of one folder are frames of one sequence, in name order."""
+    failed, sequences = 0, {}
+    temporal = options.get("temporal")
     for job in jobs:
+        frames = None
+        if temporal and not job.is_video:
+            frames = sequences.setdefault(job.src.parent, TemporalBlend(temporal))
         try:
-            run_job(job, stylizer, **options, on_frames=progress.frames if job.is_video else None)
+            run_job(job, stylizer, **options, on_frames=progress.frames if job.is_video else None, frames=frames)
         except UserError as e:
             if not batch:
                 raise

@@ -9,15 +9,16 @@ Outputs are written under a temporary name and renamed when complete.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image, ImageSequence
 
 from fastnst.errors import UserError
 from fastnst.files import atomic_path
-from fastnst.images import array_to_pil, fit_max_size
+from fastnst.images import IMAGE_EXTENSIONS, array_to_pil, fit_max_size, open_image, pil_to_array
 from fastnst.inference import Stylizer, stylize_array
+from fastnst.temporal import DEFAULT_TEMPORAL, TemporalBlend, measure_flicker
 
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif"}
 VIDEO_CODECS = {".mp4": "libx264", ".mov": "libx264", ".mkv": "libx264", ".webm": "libvpx-vp9", ".avi": "mpeg4"}
@@ -52,14 +53,17 @@ def probe(src: Path) -> dict:
 
 def stylize_video(src: str | Path, dst: str | Path, model: Stylizer | str, *, max_size: int | None = None,
                   preserve_color: bool = False, strength: float = 1.0, tile: int | None = None, device: str = "auto",
+                  temporal: float = DEFAULT_TEMPORAL,
                   on_frames: Callable[[int, int | None], None] | None = None) -> int:
     """Stylize every frame of the video or animated GIF `src` into `dst` (same frame count, frame
     rate and audio) with `model`, a Stylizer or a model name or file; returns the number of frames
-    written. `on_frames(done, total)` is called as frames are written."""
+    written. `temporal` blends each frame with the last along the motion (0: every frame on its
+    own; see fastnst.temporal). `on_frames(done, total)` is called as frames are written."""
     stylizer = model if isinstance(model, Stylizer) else Stylizer(model, device)
     src, dst, keep_color = Path(src), Path(dst), preserve_color
+    blend = TemporalBlend(temporal)
     if src.suffix.lower() == ".gif":
-        return stylize_gif(stylizer, src, dst, max_size, keep_color, strength, tile, on_frames)
+        return stylize_gif(stylizer, src, dst, max_size, keep_color, strength, tile, on_frames, blend)
     import av
 
     codec = VIDEO_CODECS.get(dst.suffix.lower())
@@ -96,7 +100,8 @@ def stylize_video(src: str | Path, dst: str | Path, model: Stylizer | str, *, ma
                     result = np.stack([stylize_array(stylizer, im, tile, keep_color, strength) for im in batch])
                 else:
                     result = np.clip(stylizer.stylize_batch(batch), 0, 1)
-                for f, img in zip(pending, result):
+                for f, frame, img in zip(pending, batch, result):
+                    img = blend.blend(frame, img)
                     rgb = (img.transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8)
                     frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
                     frame.pts, frame.time_base = f.pts, f.time_base
@@ -151,7 +156,7 @@ def _audio_stream(out, ain, dst: Path) -> dict:
 
 
 def stylize_gif(stylizer: Stylizer, src: Path, dst: Path, max_size: int | None, keep_color: bool, strength: float,
-                tile: int | None, on_frames=None) -> int:
+                tile: int | None, on_frames=None, blend: TemporalBlend | None = None) -> int:
     try:
         im = Image.open(src)
         frames, durations = [], []
@@ -166,10 +171,90 @@ def stylize_gif(stylizer: Stylizer, src: Path, dst: Path, max_size: int | None, 
         if f.size != size:
             f = f.resize(size, Image.LANCZOS)
         a = np.asarray(f, np.float32).transpose(2, 0, 1) / 255.0
-        out.append(array_to_pil(stylize_array(stylizer, a, tile, keep_color, strength)))
+        styled = stylize_array(stylizer, a, tile, keep_color, strength)
+        out.append(array_to_pil(blend.blend(a, styled) if blend else styled))
         if on_frames:
             on_frames(i + 1, len(frames))
     with atomic_path(dst) as tmp:
         out[0].save(tmp, format="GIF", save_all=True, append_images=out[1:], duration=durations,
                     loop=im.info.get("loop", 0), optimize=False)
     return len(out)
+
+
+def read_frames(src: str | Path) -> Iterator[np.ndarray]:
+    """The frames of a video, an animated GIF or a folder of images (in name order), each
+    3 x H x W float32 in [0, 1]."""
+    src = Path(src)
+    if src.is_dir():
+        files = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+        if not files:
+            raise UserError(f"{src}: no images in this folder")
+        for path in files:
+            yield pil_to_array(open_image(path))
+        return
+    if src.suffix.lower() == ".gif":
+        try:
+            frames = [f.convert("RGB") for f in ImageSequence.Iterator(Image.open(src))]
+        except Exception as e:
+            raise UserError(f"{src}: not a readable GIF ({e.__class__.__name__})") from None
+        yield from (pil_to_array(f) for f in frames)
+        return
+    with _open(src) as container:
+        try:
+            for frame in container.decode(container.streams.video[0]):
+                yield frame.to_ndarray(format="rgb24").astype(np.float32).transpose(2, 0, 1) / 255.0
+        except Exception as e:
+            raise UserError(f"{src}: video could not be decoded ({e.__class__.__name__})") from None
+
+
+def flicker(src: str | Path, stylized: str | Path, json_path: str | Path | None = None,
+            plot_path: str | Path | None = None) -> dict:
+    """`fastnst flicker`: the warping error of `stylized` (a video or frame folder) against the input
+    `src` it was made from, and the input's own; written to `json_path` and plotted to `plot_path`."""
+    import json
+
+    from fastnst.files import check_writable
+
+    for path in (src, stylized):
+        if not Path(path).exists():
+            raise UserError(f"{path}: no such file or folder")
+    for path in (json_path, plot_path):
+        if path is not None:
+            check_writable(Path(path))
+    if plot_path is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            raise UserError("--plot needs matplotlib: pip install matplotlib") from None
+    try:
+        report = measure_flicker(read_frames(src), read_frames(stylized))
+    except ValueError as e:
+        raise UserError(f"{src} and {stylized}: {e}") from None
+    report = {"input": str(src), "stylized": str(stylized), **report}
+    if json_path is not None:
+        with atomic_path(Path(json_path)) as tmp:
+            tmp.write_text(json.dumps(report, indent=2) + "\n")
+    if plot_path is not None:
+        _plot_flicker(report, Path(plot_path))
+    return report
+
+
+def _plot_flicker(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frames = [p["frame"] for p in report["per_frame"]]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(frames, [p["warping_error"] for p in report["per_frame"]], label=f"stylized ({report['warping_error']:.4g})")
+    ax.plot(frames, [p["input_warping_error"] for p in report["per_frame"]],
+            label=f"input ({report['input_warping_error']:.4g})")
+    ax.set_xlabel("frame")
+    ax.set_ylabel("warping error")
+    ax.set_title(f"{Path(report['stylized']).name}: flicker against {Path(report['input']).name}")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png", dpi=120)
+    plt.close(fig)
