@@ -111,6 +111,7 @@ def train(
     compile: Optional[bool] = option("compile", "--compile/--no-compile"),
     teacher: Optional[Path] = option("teacher"),
     teacher_weight: Optional[float] = option("teacher_weight", min=0.0),
+    temporal_weight: Optional[float] = option("temporal_weight", min=0.0),
     init_from: Optional[list[str]] = option("init_from"),
     resume: Optional[Path] = typer.Option(None, help="Continue the run of this checkpoint exactly."),
 ):

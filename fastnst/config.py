@@ -135,6 +135,9 @@ class TrainConfig(LossConfig):
     teacher: str = setting("", "A teacher folder (`fastnst optimize --content DIR --out TEACHER`): also pull "
                                "outputs towards its targets.")
     teacher_weight: float = setting(0.0, "Weight of the teacher's pixel MSE loss.")
+    temporal_weight: float = setting(0.0, "Weight of the stability term against video flicker (Wang et al. 2020): "
+                                          "the output of a slightly moved, noisy batch against the output moved "
+                                          "the same way (0: off).")
     init_from: str | list[str] = setting("", "Start from a trained model's network (a .safetensors file or a "
                                              "shipped name), one per style: to continue or fine-tune it. Adam and "
                                              "the data order start afresh.")

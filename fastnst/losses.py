@@ -162,3 +162,33 @@ def joint_terms(objectives: list[Objective], outputs: list[torch.Tensor],
     return [o.terms({l: f[i * b:(i + 1) * b] for l, f in feats.items()} if len(outputs) > 1 else feats,
                     content_feats, y)
             for i, (o, y) in enumerate(zip(objectives, outputs))]
+
+
+# -- stability: a term of the training loss, not of J -----------------------------------------------
+# Wang et al. 2020's compound regularization: a small random motion T (shift, rotation, zoom) plus
+# noise applied to the input should move the output the same way: ||N(T(x) + noise) - T(N(x))||^2.
+MOTION_SHIFT_PX, MOTION_ROTATION_DEG, MOTION_ZOOM, MOTION_NOISE = 4.0, 1.0, 0.02, 0.02
+
+
+def random_motion(n: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """n random small motions of size x size images as affine matrices (n x 2 x 3, for
+    F.affine_grid) and the noise to add to the moved images (n x 3 x size x size)."""
+    u = torch.rand(n, 4, generator=generator) * 2 - 1
+    angle = u[:, 0] * MOTION_ROTATION_DEG * torch.pi / 180
+    scale = 1 + u[:, 1] * MOTION_ZOOM
+    shift = u[:, 2:] * MOTION_SHIFT_PX * 2 / size  # affine_grid's coordinates span 2 across the image
+    cos, sin = scale * torch.cos(angle), scale * torch.sin(angle)
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    return theta, torch.randn(n, 3, size, size, generator=generator) * MOTION_NOISE
+
+
+def stability_loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor,
+                   noise: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between the network's output on the moved, noisy input and its
+    output y = net(x) moved the same way, over the pixels that come from inside the image."""
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    inside = (grid.abs() <= 1).all(-1).unsqueeze(1)
+    moved = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
+    target = F.grid_sample(y.float(), grid.float(), padding_mode="border", align_corners=False)
+    squared = (net(moved + noise.to(x.dtype)).float() - target) ** 2
+    return (squared * inside).sum() / (inside.sum() * squared.shape[1]).clamp(min=1)

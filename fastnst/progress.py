@@ -29,9 +29,9 @@ class TrainProgress:
     def update(self, step: int, records: list[dict], names: list[str]) -> None:
         r = records[0]
         if len(records) == 1:
-            teacher = f" teacher {r['teacher']:.3g}" if "teacher" in r else ""
-            j = r["total"] - r.get("teacher", 0.0)  # J is the objective; the teacher term is extra
-            text = f"J {j:.4g} (content {r['content']:.3g} style {r['style']:.3g} tv {r['tv']:.3g}{teacher})"
+            extra = "".join(f" {k} {r[k]:.3g}" for k in ("teacher", "temporal") if k in r)
+            j = r["content"] + r["style"] + r["tv"]  # J is the objective; the teacher and stability terms are extra
+            text = f"J {j:.4g} (content {r['content']:.3g} style {r['style']:.3g} tv {r['tv']:.3g}{extra})"
         else:
             text = "J " + ", ".join(f"{name} {rec['total']:.4g}" for name, rec in zip(names, records))
         text += f" {r['images_per_s']:.1f} img/s"

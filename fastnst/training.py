@@ -35,7 +35,7 @@ from fastnst.devices import autocast_for, describe, resolve_device, use_gpu_spee
 from fastnst.errors import Interrupted, TrainingDiverged, UserError
 from fastnst.files import atomic_path, check_writable, sha256_file
 from fastnst.images import load_rgb, resize_long_side, save_image_atomic, to_pil, to_tensor
-from fastnst.losses import Objective, joint_terms
+from fastnst.losses import Objective, joint_terms, random_motion, stability_loss
 from fastnst.modelfile import save_model
 from fastnst.network import TransformerNet
 from fastnst.teacher import TeacherPairs, teacher_loss
@@ -71,7 +71,8 @@ def load_checkpoint(path: str | Path) -> dict:
 
 def make_styles_step(models: list[torch.nn.Module], objectives: list[Objective],
                      optimizers: list[torch.optim.Optimizer], device: torch.device, compile: bool = False,
-                     compile_backend: str = "inductor", teacher_weight: float = 0.0, compile_mode: str | None = None):
+                     compile_backend: str = "inductor", teacher_weight: float = 0.0, compile_mode: str | None = None,
+                     temporal_weight: float = 0.0):
     """The training step of one network per style: step(x) optimises every network on the batch x
     (Bx3xHxW in [0, 1]) and returns each style's detached loss terms without reading them (reading
     forces a host sync). The styles' losses are summed for one backward: each network's gradient
@@ -80,27 +81,34 @@ def make_styles_step(models: list[torch.nn.Module], objectives: list[Objective],
     "reduce-overhead" also replays forward and backward as CUDA graphs (a candidate measured by
     benchmarks/train_speed.py, not the trainer's default).
     step(x, (content, target)) adds teacher_weight x the pixel MSE of the (one) network's output on
-    a teacher batch against the optimizer's targets (term "teacher"; "total" includes it)."""
+    a teacher batch against the optimizer's targets (term "teacher"; "total" includes it).
+    step(x, motion=(theta, noise)) adds temporal_weight x each network's stability loss under that
+    random motion (term "temporal"; "total" includes it)."""
     autocast = autocast_for(device)
 
-    def losses_of(x: torch.Tensor, teacher=None) -> list[dict[str, torch.Tensor]]:
+    def losses_of(x: torch.Tensor, teacher=None, motion=None) -> list[dict[str, torch.Tensor]]:
         with autocast:
-            losses = joint_terms(objectives, [m(x) for m in models], x)
+            outputs = [m(x) for m in models]
+            losses = joint_terms(objectives, outputs, x)
             if teacher is not None:
                 t = teacher_weight * teacher_loss(models[0](teacher[0]), teacher[1])
                 losses[0] = {**losses[0], "teacher": t, "total": losses[0]["total"] + t}
+            if motion is not None:
+                for i, (m, y) in enumerate(zip(models, outputs)):
+                    t = temporal_weight * stability_loss(m, x, y, *motion)
+                    losses[i] = {**losses[i], "temporal": t, "total": losses[i]["total"] + t}
             return losses
 
     cuda_graphs = compile and compile_mode == "reduce-overhead" and device.type == "cuda"
     if compile:
         losses_of = torch.compile(losses_of, backend=compile_backend, mode=compile_mode)
 
-    def step(x: torch.Tensor, teacher=None) -> list[dict[str, torch.Tensor]]:
+    def step(x: torch.Tensor, teacher=None, motion=None) -> list[dict[str, torch.Tensor]]:
         if cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
         for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)  # before the forward: no gradient outlives its step
-        losses = losses_of(x, teacher)
+        losses = losses_of(x, teacher, motion)
         sum(l["total"] for l in losses).backward()
         for optimizer in optimizers:
             optimizer.step()
@@ -115,7 +123,7 @@ def make_train_step(model: torch.nn.Module, objective: Objective, optimizer: tor
                     device: torch.device, **options):
     """make_styles_step for one network: step(x) returns its detached loss terms."""
     step = make_styles_step([model], [objective], [optimizer], device, **options)
-    return lambda x, teacher=None: step(x, teacher)[0]
+    return lambda x, teacher=None, motion=None: step(x, teacher, motion)[0]
 
 
 @dataclass
@@ -475,8 +483,10 @@ class Trainer:
     def _save_models(self) -> None:
         for i, style in enumerate(self.styles):
             self.write_samples(style)
-            final = {k: v for k, v in style.history[-1].items() if k in ("content", "style", "tv", "total")} \
-                if style.history else None
+            final = None
+            if style.history:  # J: the objective's terms, without the teacher's or stability's
+                final = {k: style.history[-1][k] for k in ("content", "style", "tv")}
+                final["total"] = sum(final.values())
             save_model(style.model_path, style.net, style.objective.style_grams, self.metadata(i, final))
         (self.out / "config.json").write_text(json.dumps(dataclasses.asdict(self.config), indent=2) + "\n")
 
@@ -489,8 +499,9 @@ class Trainer:
             progress = None
         step = make_styles_step([s.model for s in self.styles], [s.objective for s in self.styles],
                                 [s.optimizer for s in self.styles], self.device,
-                                compile=cfg.compile and self.device.type == "cuda", teacher_weight=cfg.teacher_weight)
-        teacher_rng = torch.Generator()
+                                compile=cfg.compile and self.device.type == "cuda", teacher_weight=cfg.teacher_weight,
+                                temporal_weight=cfg.temporal_weight)
+        teacher_rng, motion_rng = torch.Generator(), torch.Generator()
         stop = {"signal": None}
 
         def on_signal(signum, _frame):
@@ -516,13 +527,17 @@ class Trainer:
                 if self.teacher is not None:  # its crops depend only on (seed, step): resumable
                     teacher_rng.manual_seed(seed_for(cfg.seed, self.step))
                     teacher_batch = self.teacher.batch(x.shape[0], cfg.image_size, teacher_rng)
+                motion = None
+                if cfg.temporal_weight:  # the same for (seed, step): resumable
+                    motion_rng.manual_seed(seed_for(cfg.seed, self.step, 1))
+                    motion = [t.to(self.device) for t in random_motion(x.shape[0], x.shape[-1], motion_rng)]
 
                 # one optimisation step of every style's network
                 lr = self.lr_at(self.step)
                 for style in self.styles:
                     for group in style.optimizer.param_groups:
                         group["lr"] = lr
-                losses = step(x, teacher_batch)
+                losses = step(x, teacher_batch, motion)
                 # Accumulate on the device; reading values forces a sync, so do it every log_every.
                 window = losses if window is None else [{k: w[k] + l[k] for k in w} for w, l in zip(window, losses)]
                 window_n += 1

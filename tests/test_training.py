@@ -292,3 +292,38 @@ def test_resume_after_a_crash_drops_the_log_lines_after_the_checkpoint(style_ima
     assert [json.loads(l)["step"] for l in log.read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
     Trainer(resume=str(tmp_path / "run" / "checkpoint.pt")).run()
     assert [json.loads(l)["step"] for l in log.read_text().splitlines()] == list(range(1, 9))
+
+
+def test_the_stability_term_is_zero_for_a_network_that_moves_with_its_input():
+    from fastnst.losses import random_motion, stability_loss
+
+    x = torch.rand(2, 3, 64, 64)
+    theta, noise = random_motion(2, 64, torch.Generator().manual_seed(0))
+    pointwise = torch.nn.Conv2d(3, 3, 1)  # commutes with any motion of the image
+    assert stability_loss(pointwise, x, pointwise(x), theta, noise * 0).item() < 1e-10
+    pattern = torch.rand(1, 3, 64, 64)
+    fixed = lambda t: 0.5 * t + pattern  # noqa: E731  strokes that stay put while the image moves
+    assert stability_loss(fixed, x, fixed(x), theta, noise * 0).item() > 1e-3
+    assert stability_loss(pointwise, x, pointwise(x), theta, noise).item() > 0  # the noise counts
+    again = random_motion(2, 64, torch.Generator().manual_seed(0))
+    assert torch.equal(again[0], theta) and torch.equal(again[1], noise)
+
+
+def test_training_with_the_stability_term_logs_it_and_resumes_exactly(style_image, coco_folder, tmp_path):
+    full = Trainer(tiny_config(style_image, coco_folder, tmp_path / "full", steps=4, temporal_weight=10.0))
+    full.run()
+    assert all("temporal" in h and h["temporal"] > 0 for h in full.styles[0].history)
+    first = Trainer(tiny_config(style_image, coco_folder, tmp_path / "split", steps=2, temporal_weight=10.0))
+    first.run()
+    second = Trainer(resume=str(tmp_path / "split" / "checkpoint.pt"), overrides={"steps": 4})
+    second.run()
+    a, b = full.styles[0].net.state_dict(), second.styles[0].net.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    plain = Trainer(tiny_config(style_image, coco_folder, tmp_path / "plain", steps=4))
+    plain.run()
+    p = plain.styles[0].net.state_dict()
+    assert any(not torch.equal(p[k], a[k]) for k in a)  # the term changes training
+    meta = read_metadata(tmp_path / "full" / "model.safetensors")
+    assert meta["config"]["temporal_weight"] == 10.0
+    final = meta["final_losses"]
+    assert final["total"] == pytest.approx(final["content"] + final["style"] + final["tv"])  # J, not the extra term
