@@ -41,12 +41,6 @@ LossNet, Device = choices("LossNet", "vgg19", "vgg16"), choices("Device", "auto"
 Optim, Pooling = choices("Optim", "lbfgs", "adam"), choices("Pooling", "max", "avg")
 
 
-@app.callback()
-def _root() -> None:
-    """Fast neural style transfer: train feed-forward style networks, export them to ONNX, stylize
-    images and videos."""
-
-
 def _err(message: str) -> None:
     print(f"fastnst: error: {message}", file=sys.stderr)
 
@@ -64,7 +58,7 @@ def option(name: str, *decls: str, **kw):
     return typer.Option(None, *decls, help=f.metadata["doc"] + shown, **kw)
 
 
-DEVICE = typer.Option(Device.auto, help="auto picks CUDA when available.")
+DEVICE = typer.Option(Device.auto, help="auto picks CUDA when available (to onnxruntime or PyTorch).")
 
 
 def _given(values: dict, exclude: tuple[str, ...] = ()) -> dict:
@@ -162,15 +156,9 @@ def export(
     opset: int = typer.Option(18, min=18, max=23, help="ONNX opset."),
 ):
     require_training_install("fastnst export", ("torch", "onnx", "onnxscript"))
-    from fastnst.export import ExportError, describe, export as export_onnx
+    from fastnst.export import describe, export_checked
 
-    if int8 and calibration is None:
-        raise UserError("--int8 needs --calibration DIR (a folder of real photos)")
-    try:
-        report = export_onnx(model, out, fp16=fp16, opset=opset, int8_calibration=calibration if int8 else None)
-    except ExportError as e:
-        raise UserError(f"{model}: export failed its check: {e}") from None
-    say(*describe(report))
+    say(*describe(export_checked(model, out, fp16, opset, int8, calibration)))
 
 
 @app.command(help="Stylize images, folders (recursive, mirrored under --out), globs, videos and frame folders.")
@@ -193,8 +181,7 @@ def stylize(
                                              "along the motion, against flicker (0: every frame on its own) "
                                              f"[default: {DEFAULT_TEMPORAL} for videos and GIFs; given, a folder's "
                                              "images are frames too]."),
-    device: Device = typer.Option(Device.auto, help="auto uses CUDA when onnxruntime (or PyTorch, for "
-                                                    ".safetensors models) offers it."),
+    device: Device = DEVICE,
 ):
     from fastnst.jobs import stylize_inputs
 
@@ -205,8 +192,8 @@ def stylize(
         raise typer.Exit(1)
 
 
-@app.command(help="Measure flicker: the warping error (Lai et al. 2018) of a stylized video against the input it "
-                  "was made from, and the input's own (the floor). Videos, GIFs or frame folders.")
+@app.command(help="Measure the flicker of a stylized video: its warping error against the input it was made "
+                  "from (Lai et al. 2018), and the input's own (the floor). Videos, GIFs or frame folders.")
 def flicker(
     video: Path = typer.Argument(..., metavar="INPUT", help="The input video (or GIF, or frame folder)."),
     stylized: Path = typer.Argument(..., metavar="STYLIZED", help="Its stylized version, the same frames."),

@@ -128,6 +128,17 @@ def export(model_path: str | Path, out: str | Path | None = None, fp16: bool = F
     return report
 
 
+def export_checked(model: Path, out: Path | None, fp16: bool, opset: int, int8: bool,
+                   calibration: Path | None) -> dict:
+    """`fastnst export`: `export`, with a failed check as a user's one-line error."""
+    if int8 and calibration is None:
+        raise UserError("--int8 needs --calibration DIR (a folder of real photos)")
+    try:
+        return export(model, out, fp16=fp16, opset=opset, int8_calibration=calibration if int8 else None)
+    except ExportError as e:
+        raise UserError(f"{model}: export failed its check: {e}") from None
+
+
 def describe(report: dict) -> list[str]:
     """What an export wrote and how it checked, one line per file."""
     shapes = " and ".join("x".join(map(str, s[2:])) for s in report["verified_shapes"])
