@@ -50,6 +50,9 @@ def test_light_install_stylizes_images_and_video_with_shipped_models(photo, tmp_
     r = light("stylize", clip, "--model", "starry_night.int8", "--out", tmp_path / "clip_out.mp4")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "clip_out.mp4").stat().st_size > 0
+    r = light("flicker", clip, tmp_path / "clip_out.mp4", "--json", tmp_path / "flicker.json")
+    assert r.returncode == 0 and "warping error" in r.stdout, r.stderr
+    assert json.loads((tmp_path / "flicker.json").read_text())["frames"] == 4
     # --tile with a shipped model: its ONNX file, tiles blended, with a warning
     Image.open(photo).resize((200, 150)).save(tmp_path / "big.png")
     r = light("stylize", tmp_path / "big.png", "--model", "starry_night", "--tile", "128", "--out",
