@@ -118,3 +118,15 @@ def test_flicker_refuses_what_it_cannot_compare(tmp_path):
     assert one_line_error(fastnst("flicker", a, tmp_path / "missing.mp4"))
     (tmp_path / "empty").mkdir()
     assert one_line_error(fastnst("flicker", tmp_path / "empty", a))
+
+
+def test_colour_matching_gives_the_reference_mean_and_covariance():
+    from fastnst.temporal import match_colours
+
+    rng = np.random.default_rng(3)
+    image = (0.5 + 0.05 * rng.standard_normal((3, 40, 50))).astype(np.float32)
+    mix = np.array([[1.0, 0.3, 0.0], [0.0, 1.0, 0.5], [0.2, 0.0, 1.0]])
+    reference = (0.4 + 0.06 * np.einsum("ij,jhw->ihw", mix, rng.standard_normal((3, 40, 50)))).astype(np.float32)
+    out = match_colours(image, reference)
+    np.testing.assert_allclose(out.mean((1, 2)), reference.mean((1, 2)), atol=1e-4)
+    np.testing.assert_allclose(np.cov(out.reshape(3, -1)), np.cov(reference.reshape(3, -1)), atol=1e-5)
