@@ -74,6 +74,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models.split(","):
             stylizer = Stylizer(model, "cpu")
+            label = f"{Path(model).parent.name}/{Path(model).stem}" if Path(model).is_file() else stylizer.name
             objective = objective_for(stylizer, None, torch.device("cpu"))
             for clip in map(Path, args.clips.split(",")):
                 base = None
@@ -85,7 +86,7 @@ def main():
                     first = next(read_frames(clip))
                     row = (report["warping_error"], j, n / seconds)
                     base = base or row
-                    print(f"{clip.name[:27]:<28}{stylizer.name[:15]:<16}{strength:>9.2f}{n:>7}"
+                    print(f"{clip.name[:27]:<28}{label[:15]:<16}{strength:>9.2f}{n:>7}"
                           f"{f'{first.shape[2]}x{first.shape[1]}':>10}{row[0]:>10.5f}"
                           f"{report['input_warping_error']:>9.5f}{row[0] / base[0]:>8.2f}{row[1]:>9.4g}"
                           f"{row[1] / base[1]:>8.3f}{row[2]:>9.2f}{row[2] / base[2]:>8.2f}", flush=True)

@@ -275,8 +275,8 @@ class Trainer:
                          f"first: {next(iter(self.bad_examples))}")
         for run in self.styles:
             final = run.history[-1] if run.history else {}
-            lines.append(f"wrote {run.model_path} (step {self.step}, final J {final.get('total', float('nan')):.4g}); "
-                         f"samples in {run.out / 'samples'}")
+            j = sum(final.get(k, float("nan")) for k in ("content", "style", "tv"))  # without extra terms
+            lines.append(f"wrote {run.model_path} (step {self.step}, final J {j:.4g}); samples in {run.out / 'samples'}")
         return lines
 
     def close(self) -> None:
