@@ -1,4 +1,4 @@
-"""The command line: `fastnst train | pack | export | stylize | flicker | optimize | compare | models | gallery`.
+"""The command line: `fastnst train | pack | export | stylize | flicker | optimize | compare | models | gallery | web`.
 
 A user's mistake (UserError, or a bad option caught by the parser) is printed as one line,
 `fastnst: error: ...`, with exit status 2, never a traceback.
@@ -296,6 +296,26 @@ def gallery(
     from fastnst.gallery import gallery as make_gallery
 
     say(make_gallery(out, models, photos, tile, work_size, device.value))
+
+
+@app.command(help="Serve the browser page and the shipped models on this machine (or --build a static site). "
+                  "Photos never leave the browser.")
+def web(
+    port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on (0: any free port)."),
+    models: Optional[str] = typer.Option(None, help="Comma-separated shipped models [default: all]."),
+    ort: Optional[Path] = typer.Option(None, help="A local onnxruntime-web dist/ folder to serve instead of the "
+                                                  "pinned CDN copy (works offline)."),
+    build: Optional[Path] = typer.Option(None, help="Write the site into this folder instead of serving it."),
+):
+    from fastnst import web as site
+
+    if build is not None:
+        return say(f"wrote {site.build(build, models, ort)} files to {build}: publish it on any static host")
+    server = site.make_server(port, models, ort)
+    print(f"fastnst web: http://{server.server_address[0]}:{server.server_address[1]}/  (Ctrl-C to stop)",
+          flush=True)
+    with server:
+        server.serve_forever()
 
 
 def _stop(signum, _frame):
