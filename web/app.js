@@ -73,7 +73,7 @@ function finish(out, input, n, preserveColor, strength) {
     if (strength < 1) {
       r = strength * r + (1 - strength) * r0; g = strength * g + (1 - strength) * g0; b = strength * b + (1 - strength) * b0;
     }
-    pixels[4 * i] = r * 255 + 0.5; pixels[4 * i + 1] = g * 255 + 0.5; pixels[4 * i + 2] = b * 255 + 0.5;
+    pixels[4 * i] = r * 255; pixels[4 * i + 1] = g * 255; pixels[4 * i + 2] = b * 255;  // clamped, rounded
     pixels[4 * i + 3] = 255;
   }
   return pixels;
