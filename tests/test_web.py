@@ -49,7 +49,9 @@ def browser_page(server):
             pytest.fail(f"the browser test needs {', '.join(missing)}")
         pytest.skip(f"the browser test needs {', '.join(missing)}")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        # a fake camera (a test pattern) for the webcam mode, allowed without asking
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])
         page = browser.new_page(viewport={"width": 1100, "height": 800})
         page.goto(server)
         page.wait_for_selector("body[data-state=ready]", timeout=60_000)
@@ -108,3 +110,14 @@ def test_the_page_stylizes_like_onnxruntime_in_python(browser_page, shared_data,
     page.set_input_files("#file", str(tmp_path / "notes.jpg"))
     page.wait_for_selector("body[data-state=error]", timeout=30_000)
     assert "notes.jpg is not an image" in page.inner_text("#error")
+
+
+def test_the_webcam_mode_stylizes_live_and_shows_its_rate(browser_page):
+    page = browser_page
+    page.select_option("#backend", "wasm")
+    page.fill("#max-size", "128")
+    page.click("#webcam")
+    page.wait_for_function("() => /frames\\/s/.test(document.getElementById('status').textContent)", timeout=60_000)
+    assert page.evaluate("() => document.getElementById('output').width") == 128
+    page.click("#webcam")  # stops
+    assert page.inner_text("#webcam") == "Webcam" and page.inner_text("#error") == ""

@@ -158,6 +158,8 @@ async function startWebcam() {
   }
   video.srcObject = state.webcam;
   await video.play();
+  video.hidden = false;
+  $("input").hidden = true;
   $("webcam").textContent = "Stop webcam";
   let fps = 0, last = performance.now();
   const frame = async () => {
@@ -181,6 +183,8 @@ function stopWebcam() {
   if (!state.webcam) return;
   state.webcam.getTracks().forEach((t) => t.stop());
   state.webcam = null;
+  $("video").hidden = true;
+  $("input").hidden = false;
   $("webcam").textContent = "Webcam";
 }
 
@@ -220,7 +224,7 @@ async function main() {
     return;
   }
   for (const m of state.models) {
-    const option = new Option(`${m.style} (${m.name}, ${m.precision}, ${m.megabytes.toFixed(1)} MB)`, m.name);
+    const option = new Option(`${m.name} (${m.precision}, ${m.megabytes.toFixed(1)} MB)`, m.name);
     option.title = m.licence;
     $("model").add(option);
   }
