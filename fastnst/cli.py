@@ -315,7 +315,10 @@ def web(
     print(f"fastnst web: http://{server.server_address[0]}:{server.server_address[1]}/  (Ctrl-C to stop)",
           flush=True)
     with server:
-        server.serve_forever()
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:  # Ctrl-C (or SIGTERM) is how a server is meant to stop
+            say("fastnst web: stopped")
 
 
 def _stop(signum, _frame):

@@ -121,3 +121,23 @@ def test_the_webcam_mode_stylizes_live_and_shows_its_rate(browser_page):
     assert page.evaluate("() => document.getElementById('output').width") == 128
     page.click("#webcam")  # stops
     assert page.inner_text("#webcam") == "Webcam" and page.inner_text("#error") == ""
+
+
+def test_fastnst_web_prints_its_address_serves_and_stops_cleanly(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "fastnst", "web", "--port", "0", "--models", "wave"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("fastnst web: http://127.0.0.1:"), line
+        url = line.split()[2]
+        with urllib.request.urlopen(url + "models.json") as r:
+            assert json.loads(r.read())[0]["name"] == "wave"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "stopped" in err, (proc.returncode, err)
