@@ -92,6 +92,10 @@ class LossConfig:
                       if f.name in loss or f.name in cfg})
 
 
+# The terms whose sum is J, the objective. A training record has more ("teacher", "temporal") and a
+# "total" that includes them: they shape training but are not J.
+J_TERMS = ("content", "style", "tv")
+
 # `stylize --temporal`'s default for videos: chosen by measurement (README, "Video without flicker").
 DEFAULT_TEMPORAL = 0.5
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from fastnst.config import J_TERMS
+
 
 class TrainProgress:
     """Progress of a training run: a live bar on a terminal, periodic log lines otherwise."""
@@ -30,7 +32,7 @@ class TrainProgress:
         r = records[0]
         if len(records) == 1:
             extra = "".join(f" {k} {r[k]:.3g}" for k in ("teacher", "temporal") if k in r)
-            j = r["content"] + r["style"] + r["tv"]  # J is the objective; the teacher and stability terms are extra
+            j = sum(r[k] for k in J_TERMS)  # J is the objective; the teacher and stability terms are extra
             text = f"J {j:.4g} (content {r['content']:.3g} style {r['style']:.3g} tv {r['tv']:.3g}{extra})"
         else:
             text = "J " + ", ".join(f"{name} {rec['total']:.4g}" for name, rec in zip(names, records))

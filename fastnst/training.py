@@ -29,7 +29,7 @@ import torch
 
 import fastnst
 from fastnst import distributed
-from fastnst.config import DEFAULT_STEPS, RESUMABLE_OVERRIDES, LossConfig, TrainConfig
+from fastnst.config import DEFAULT_STEPS, J_TERMS, RESUMABLE_OVERRIDES, LossConfig, TrainConfig
 from fastnst.data import Position, open_training_data, seed_for
 from fastnst.devices import autocast_for, describe, resolve_device, use_gpu_speedups
 from fastnst.errors import Interrupted, TrainingDiverged, UserError
@@ -275,7 +275,7 @@ class Trainer:
                          f"first: {next(iter(self.bad_examples))}")
         for run in self.styles:
             final = run.history[-1] if run.history else {}
-            j = sum(final.get(k, float("nan")) for k in ("content", "style", "tv"))  # without extra terms
+            j = sum(final.get(k, float("nan")) for k in J_TERMS)  # without extra terms
             lines.append(f"wrote {run.model_path} (step {self.step}, final J {j:.4g}); samples in {run.out / 'samples'}")
         return lines
 
@@ -485,7 +485,7 @@ class Trainer:
             self.write_samples(style)
             final = None
             if style.history:  # J: the objective's terms, without the teacher's or stability's
-                final = {k: style.history[-1][k] for k in ("content", "style", "tv")}
+                final = {k: style.history[-1][k] for k in J_TERMS}
                 final["total"] = sum(final.values())
             save_model(style.model_path, style.net, style.objective.style_grams, self.metadata(i, final))
         (self.out / "config.json").write_text(json.dumps(dataclasses.asdict(self.config), indent=2) + "\n")
