@@ -146,10 +146,10 @@ def warping_error(earlier: np.ndarray, later: np.ndarray, motion: Motion) -> flo
     return float(d[motion.mask].sum() / n)
 
 
-def measure_flicker(inputs, stylized, on_frame=None) -> dict:
+def measure_flicker(inputs, stylized) -> dict:
     """The warping error of a stylized video and of its input (the floor: what motion itself costs
-    with this flow), from two iterables of the same frames. Raises
-    ValueError on frames that do not pair up."""
+    with this flow), from two iterables of the same frames. Raises ValueError on frames that do not
+    pair up."""
     flow = Flow("medium")
     per_frame, previous, count = [], None, 0
     for count, pair in enumerate(_pairs(inputs, stylized), 1):
@@ -164,8 +164,6 @@ def measure_flicker(inputs, stylized, on_frame=None) -> dict:
                               "input_warping_error": warping_error(previous[1], frame, motion),
                               "visible_fraction": float(motion.mask.mean())})
         previous = (luma, frame, styled)
-        if on_frame:
-            on_frame(count)
     if count < 2:
         raise ValueError(f"{count} frame{'s' * (count != 1)}: flicker needs at least two")
     return {"frames": count,
@@ -203,9 +201,6 @@ class TemporalBlend:
         self.strength, self.flow = strength, Flow(preset) if strength > 0 else None
         self.previous: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # luma, input, output
         self.cuts = 0
-
-    def reset(self) -> None:
-        self.previous = None
 
     def blend(self, frame: np.ndarray, stylized: np.ndarray) -> np.ndarray:
         if self.strength == 0:

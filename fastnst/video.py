@@ -100,8 +100,8 @@ def stylize_video(src: str | Path, dst: str | Path, model: Stylizer | str, *, ma
                     result = np.stack([stylize_array(stylizer, im, tile, keep_color, strength) for im in batch])
                 else:
                     result = np.clip(stylizer.stylize_batch(batch), 0, 1)
-                for f, frame, img in zip(pending, batch, result):
-                    img = blend.blend(frame, img)
+                for f, source, img in zip(pending, batch, result):
+                    img = blend.blend(source, img)
                     rgb = (img.transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8)
                     frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
                     frame.pts, frame.time_base = f.pts, f.time_base
@@ -155,8 +155,8 @@ def _audio_stream(out, ain, dst: Path) -> dict:
         return {"stream": stream, "remux": False}
 
 
-def stylize_gif(stylizer: Stylizer, src: Path, dst: Path, max_size: int | None, keep_color: bool, strength: float,
-                tile: int | None, on_frames=None, blend: TemporalBlend | None = None) -> int:
+def _read_gif(src: Path) -> tuple[list[Image.Image], list[int], int]:
+    """An animated GIF's frames (RGB), their durations in ms and its loop count."""
     try:
         im = Image.open(src)
         frames, durations = [], []
@@ -165,19 +165,25 @@ def stylize_gif(stylizer: Stylizer, src: Path, dst: Path, max_size: int | None, 
             frames.append(frame.convert("RGB"))
     except Exception as e:
         raise UserError(f"{src}: not a readable GIF ({e.__class__.__name__})") from None
+    return frames, durations, im.info.get("loop", 0)
+
+
+def stylize_gif(stylizer: Stylizer, src: Path, dst: Path, max_size: int | None, keep_color: bool, strength: float,
+                tile: int | None, on_frames=None, blend: TemporalBlend | None = None) -> int:
+    frames, durations, loop = _read_gif(src)
     size = fit_max_size(frames[0].size, max_size)
     out = []
     for i, f in enumerate(frames):
         if f.size != size:
             f = f.resize(size, Image.LANCZOS)
-        a = np.asarray(f, np.float32).transpose(2, 0, 1) / 255.0
+        a = pil_to_array(f)
         styled = stylize_array(stylizer, a, tile, keep_color, strength)
         out.append(array_to_pil(blend.blend(a, styled) if blend else styled))
         if on_frames:
             on_frames(i + 1, len(frames))
     with atomic_path(dst) as tmp:
         out[0].save(tmp, format="GIF", save_all=True, append_images=out[1:], duration=durations,
-                    loop=im.info.get("loop", 0), optimize=False)
+                    loop=loop, optimize=False)
     return len(out)
 
 
@@ -193,11 +199,7 @@ def read_frames(src: str | Path) -> Iterator[np.ndarray]:
             yield pil_to_array(open_image(path))
         return
     if src.suffix.lower() == ".gif":
-        try:
-            frames = [f.convert("RGB") for f in ImageSequence.Iterator(Image.open(src))]
-        except Exception as e:
-            raise UserError(f"{src}: not a readable GIF ({e.__class__.__name__})") from None
-        yield from (pil_to_array(f) for f in frames)
+        yield from (pil_to_array(f) for f in _read_gif(src)[0])
         return
     with _open(src) as container:
         try:
@@ -225,7 +227,7 @@ def flicker(src: str | Path, stylized: str | Path, json_path: str | Path | None 
         import importlib.util
 
         if importlib.util.find_spec("matplotlib") is None:
-            raise UserError("--plot needs matplotlib: pip install matplotlib") from None
+            raise UserError("--plot needs matplotlib: pip install matplotlib")
     try:
         report = measure_flicker(read_frames(src), read_frames(stylized))
     except ValueError as e:
