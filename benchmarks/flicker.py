@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from fastnst.compare import objective_for  # noqa: E402
 from fastnst.inference import Stylizer  # noqa: E402
-from fastnst.jobs import Job, run_job  # noqa: E402
+from fastnst.jobs import plan, run_jobs  # noqa: E402
+from fastnst.progress import StylizeProgress  # noqa: E402
 from fastnst.video import flicker, probe, read_frames  # noqa: E402
 
 VIDEOS = ROOT.parent / "shared" / "data" / "video"
@@ -35,19 +36,13 @@ CLIPS = f"{VIDEOS / 'sintel_mountain_2'},{VIDEOS / 'big_buck_bunny_640x360.mp4'}
 
 
 def stylize_clip(clip: Path, out: Path, stylizer: Stylizer, strength: float) -> tuple[int, float]:
-    """The clip through `fastnst stylize --temporal strength`: (frames, seconds)."""
+    """The clip through `fastnst stylize --temporal strength`'s jobs: (frames, seconds)."""
     t = time.perf_counter()
-    if clip.is_dir():  # a frame folder: its images in order, as the command runs them
-        out.mkdir()
-        from fastnst.temporal import TemporalBlend
-
-        blend = TemporalBlend(strength)
-        frames = sorted(clip.glob("*.png"))
-        for f in frames:
-            run_job(Job(f, out / f.name), stylizer, temporal=strength, frames=blend)
-        return len(frames), time.perf_counter() - t
-    run_job(Job(clip, out), stylizer, temporal=strength)
-    return probe(out)["frames"], time.perf_counter() - t
+    jobs, _ = plan([str(clip)], str(out), stylizer.name)
+    with StylizeProgress(len(jobs)) as progress:
+        run_jobs(jobs, stylizer, progress, batch=False, temporal=strength)  # a failure raises
+    seconds = time.perf_counter() - t
+    return (len(jobs) if clip.is_dir() else probe(out)["frames"]), seconds
 
 
 def mean_j(objective, clip: Path, out: Path, n: int) -> float:
