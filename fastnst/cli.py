@@ -14,7 +14,6 @@ from typing import Optional
 
 import typer
 
-from fastnst import progress as progress_display
 from fastnst.config import DEFAULT_TEMPORAL, LossConfig, TrainConfig, parse_layer_weights
 from fastnst.errors import Interrupted, TrainingDiverged, UserError, require_training_install
 
@@ -111,19 +110,9 @@ def train(
 ):
     options = _given(locals(), exclude=("style", "resume"))
     require_training_install("fastnst train")
-    from fastnst.training import open_run
+    from fastnst.training import train as run_training
 
-    trainer = open_run(style, resume=resume, **options)
-    main = trainer.world.is_main
-    if main:
-        say(trainer.describe())
-    try:
-        with progress_display.TrainProgress(trainer.total_steps() if main else 0, trainer.step) as progress:
-            trainer.run(progress if main else None)
-    finally:
-        trainer.close()
-    if main:
-        say(*trainer.outcome())
+    run_training(style, resume=resume, log=say, **options)
 
 
 @app.command(help="Decode a folder or Hugging Face data set once into a pack file of uint8 centre squares, "
@@ -311,14 +300,7 @@ def web(
 
     if build is not None:
         return say(f"wrote {site.build(build, models, ort)} files to {build}: publish it on any static host")
-    server = site.make_server(port, models, ort)
-    print(f"fastnst web: http://{server.server_address[0]}:{server.server_address[1]}/  (Ctrl-C to stop)",
-          flush=True)
-    with server:
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:  # Ctrl-C (or SIGTERM) is how a server is meant to stop
-            say("fastnst web: stopped")
+    site.serve(port, models, ort, log=say)
 
 
 def _stop(signum, _frame):

@@ -614,11 +614,21 @@ def open_run(style=None, *, resume: str | Path | None = None, **options) -> Trai
     return Trainer(TrainConfig(style=styles[0] if len(styles) == 1 else styles, **options))
 
 
-def train(style=None, *, resume: str | Path | None = None, progress=None, **options) -> list[Path]:
+def train(style=None, *, resume: str | Path | None = None, log=None, **options) -> list[Path]:
     """Train one network per style image, as `fastnst train` does; returns the model files, one per
-    style. `options` are TrainConfig's fields (steps, batch_size, data, out, style_weight, ...)."""
+    style. `options` are TrainConfig's fields (steps, batch_size, data, out, style_weight, ...).
+    With `log` (a print-like function), the run is described and its outcome told, with a progress bar."""
+    from fastnst.progress import TrainProgress
+
     trainer = open_run(style, resume=resume, **options)
+    shown = log is not None and trainer.world.is_main
+    if shown:
+        log(trainer.describe())
     try:
-        return trainer.run(progress)
+        with TrainProgress(trainer.total_steps() if shown else 0, trainer.step) as progress:
+            files = trainer.run(progress if shown else None)
     finally:
         trainer.close()
+    if shown:
+        log(*trainer.outcome())
+    return files

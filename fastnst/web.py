@@ -117,3 +117,15 @@ def make_server(port: int = 8000, models: str | None = None, ort: str | Path | N
         return ThreadingHTTPServer((host, port), Handler)
     except OSError as e:
         raise UserError(f"port {port}: cannot listen ({e.strerror or e})") from None
+
+
+def serve(port: int = 8000, models: str | None = None, ort: str | Path | None = None, log=print) -> None:
+    """Serve the site until Ctrl-C (or SIGTERM), the way a server is meant to stop."""
+    server = make_server(port, models, ort)
+    host, port = server.server_address[:2]
+    print(f"fastnst web: http://{host}:{port}/  (Ctrl-C to stop)", flush=True)
+    with server:
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            log("fastnst web: stopped")
