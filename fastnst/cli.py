@@ -14,7 +14,7 @@ from typing import Optional
 
 import typer
 
-from fastnst.config import DEFAULT_TEMPORAL, LossConfig, TrainConfig, parse_layer_weights
+from fastnst.config import DEFAULT_TEMPORAL, DecoderConfig, LossConfig, TrainConfig, parse_layer_weights
 from fastnst.errors import Interrupted, TrainingDiverged, UserError, require_training_install
 
 try:  # recent typer vendors its own click
@@ -29,6 +29,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 
 SETTINGS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+DECODER_SETTINGS = {f.name: f for f in dataclasses.fields(DecoderConfig)}
 LOSS_SETTINGS = {f.name for f in dataclasses.fields(LossConfig)}
 
 
@@ -49,10 +50,11 @@ def say(*lines: str) -> None:
     print(*lines, sep="\n", file=sys.stderr, flush=True)
 
 
-def option(name: str, *decls: str, **kw):
-    """A command-line option for the TrainConfig (or LossConfig) setting `name`: its documentation and
-    default come from the dataclass, where they are declared; not given (None) means that default."""
-    f = SETTINGS[name]
+def option(name: str, *decls: str, settings: dict = SETTINGS, **kw):
+    """A command-line option for the TrainConfig (or LossConfig, or `settings`') setting `name`: its
+    documentation and default come from the dataclass, where they are declared; not given (None) means
+    that default."""
+    f = settings[name]
     shown = "" if f.default in (None, "", dataclasses.MISSING) else f" [default: {f.default}]"
     return typer.Option(None, *decls, help=f.metadata["doc"] + shown, **kw)
 
@@ -115,6 +117,38 @@ def train(
     run_training(style, resume=resume, log=say, **options)
 
 
+def decoder_option(name: str, **kw):
+    return option(name, settings=DECODER_SETTINGS, **kw)
+
+
+@app.command("train-decoders", help="Train the decoders of `stylize --style ANY_IMAGE` (universal style transfer, "
+                                    "Li et al. 2017): they invert the loss network's features of photos; no style "
+                                    "images are needed. Options not given take their defaults (or the checkpoint's).")
+def train_decoders(
+    data: Optional[str] = decoder_option("data"),
+    out: Optional[Path] = decoder_option("out"),
+    steps: Optional[int] = decoder_option("steps", min=1),
+    batch_size: Optional[int] = decoder_option("batch_size", min=1),
+    image_size: Optional[int] = decoder_option("image_size", min=32, max=4096),
+    lr: Optional[float] = decoder_option("lr", min=1e-8, max=10.0),
+    lr_decay: Optional[float] = decoder_option("lr_decay", min=0.0, max=1.0),
+    width: Optional[float] = decoder_option("width", min=0.05, max=4.0),
+    feature_weight: Optional[float] = decoder_option("feature_weight", min=0.0),
+    vgg_weights: Optional[str] = decoder_option("vgg_weights"),
+    device: Optional[Device] = decoder_option("device"),
+    checkpoint_every: Optional[int] = decoder_option("checkpoint_every", min=0),
+    log_every: Optional[int] = decoder_option("log_every", min=1),
+    workers: Optional[int] = decoder_option("workers", min=1, max=64),
+    seed: Optional[int] = decoder_option("seed", min=0),
+    resume: Optional[Path] = typer.Option(None, help="Continue the run of this checkpoint exactly."),
+):
+    options = _given(locals(), exclude=("resume",))
+    require_training_install("fastnst train-decoders")
+    from fastnst.decoders import train_decoders as run_training
+
+    run_training(resume=resume, log=say, **options)
+
+
 @app.command(help="Decode a folder or Hugging Face data set once into a pack file of uint8 centre squares, "
                   "which `fastnst train --data FILE` keeps on the GPU: no decoding while training, and "
                   "one file to copy to a GPU machine.")
@@ -153,8 +187,16 @@ def export(
 @app.command(help="Stylize images, folders (recursive, mirrored under --out), globs, videos and frame folders.")
 def stylize(
     inputs: list[str] = typer.Argument(..., metavar="INPUT...", help="Images, folders, globs or videos."),
-    model: str = typer.Option(..., help="A shipped model name (see `fastnst models`), an .onnx file or a "
-                                        ".safetensors model file."),
+    model: Optional[str] = typer.Option(None, help="A shipped model name (see `fastnst models`), an .onnx file or a "
+                                                   ".safetensors model file; with --style: any-style (the default), "
+                                                   "an exported decoders folder or a decoders file."),
+    style: Optional[Path] = typer.Option(None, help="Any style image, with no model trained for it (universal "
+                                                    "style transfer)."),
+    style_strength: float = typer.Option(1.0, min=0.0, max=1.0, help="With --style: blend the photo's features "
+                                                                     "(0) with the style's (1)."),
+    style_size: int = typer.Option(512, min=16, max=8192, help="With --style: long side of the style image."),
+    style_pool: Optional[str] = typer.Option(None, metavar="K,S", help="With --style: average-pool the style image "
+                                                                       "(kernel K, stride S) for smoother strokes."),
     out: Optional[str] = typer.Option(None, help="Output file (one input) or folder [default: beside each "
                                                  "input, with the style name appended]."),
     max_size: Optional[int] = typer.Option(None, min=1, help="Scale down so the long side is at most N pixels "
@@ -174,8 +216,10 @@ def stylize(
 ):
     from fastnst.jobs import stylize_inputs
 
+    any_style = None if style is None else dict(style=style, style_strength=style_strength, style_size=style_size,
+                                                style_pool=style_pool)
     summary, ok = stylize_inputs(inputs, model, out, device=device.value, tile=tile, log=say, max_size=max_size,
-                                 keep_color=preserve_color, strength=strength, temporal=temporal)
+                                 keep_color=preserve_color, strength=strength, temporal=temporal, any_style=any_style)
     say(summary)
     if not ok:
         raise typer.Exit(1)
@@ -242,7 +286,8 @@ def optimize(
                   "speedups (Johnson 2016, Figure 5 and Table 1).")
 def compare(
     contents: list[Path] = typer.Argument(..., metavar="CONTENT...", help="Content images."),
-    model: str = typer.Option(..., help="A shipped name, an .onnx file or a .safetensors model file."),
+    model: str = typer.Option(..., help="A shipped name, an .onnx file or a .safetensors model file; any-style "
+                                        "(or decoders) with --style."),
     out: Path = typer.Option(..., help="Output folder for report.json, report.csv and the plots."),
     style: Optional[Path] = typer.Option(None, help="Style image [default: the style Gram matrices in the "
                                                     "model file]."),
@@ -252,13 +297,15 @@ def compare(
     init: str = typer.Option("noise,content", help="Starts of the optimizer: noise (white noise, Johnson 2016's "
                                                    "protocol), content (the photo), or both."),
     seed: int = typer.Option(0, min=0, help="Random seed of the noise start."),
+    style_weight: Optional[float] = typer.Option(None, min=0.0, help="Weight of the style loss in J [default: the "
+                                                                     "model's; any-style: 1]."),
     device: Device = DEVICE,
 ):
     require_training_install("fastnst compare", ("torch", "safetensors", "matplotlib"))
     from fastnst.compare import compare as run_compare
 
     report = run_compare(contents, model, out, style, sizes, iterations, device.value, runs,
-                         lambda text: print(text, flush=True), init, seed)
+                         lambda text: print(text, flush=True), init, seed, style_weight)
     say(f"{report['machine']}; network on {report['backend']}; wrote {out}/report.json, report.csv, "
         f"loss_vs_iterations.png, grid.png")
 

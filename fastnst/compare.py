@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fastnst.config import LossConfig
+from fastnst.anystyle import AnyStyle, is_any_style
+from fastnst.config import LossConfig, TrainConfig
 from fastnst.devices import describe, resolve_device
 from fastnst.errors import UserError
 from fastnst.files import atomic_path, check_writable
@@ -36,9 +37,16 @@ SPEEDUP_AT = (100, 300, 500)
 INITS = ("noise", "content")  # Johnson 2016's start first
 
 
-def objective_for(stylizer: Stylizer, style: Path | None, device: torch.device) -> Objective:
-    """The objective a model was trained with: its loss network, layers, weights and style."""
+def objective_for(stylizer, style: Path | None, device: torch.device, style_weight: float | None = None) -> Objective:
+    """The objective a model was trained with: its loss network, layers, weights and style (any-style:
+    the default objective on its loss network, with --style at the default style size); `style_weight`
+    replaces the style loss's weight."""
     meta = stylizer.metadata
+    if isinstance(stylizer, AnyStyle):
+        loss = LossConfig(loss_net=meta["loss_network"], vgg_weights=meta.get("vgg_weights", "bundled"))
+        meta = {"loss": loss.loss_settings(), "config": {"style_size": TrainConfig.style_size}}
+    if style_weight is not None:
+        meta = {**meta, "loss": {**meta.get("loss", {}), "style_weight": style_weight}}
     if not isinstance(meta.get("loss"), dict) or not isinstance(meta.get("config"), dict):
         raise UserError(f"{stylizer.path}: its metadata lacks the loss settings (loss, config) that compare needs")
     objective = Objective.from_config(LossConfig.from_metadata(meta)).to(device)
@@ -83,7 +91,7 @@ def parse_list(text: str | tuple, name: str, low: int | None = None) -> tuple:
 def compare(contents: list[Path], model: str, out_dir: Path, style: Path | None = None,
             sizes: str | tuple[int, ...] = (256, 512), iterations: str | tuple[int, ...] = (0, 10, 50, 100, 300, 500),
             device: str = "auto", runs: int = 5, table=None, inits: str | tuple[str, ...] = INITS,
-            seed: int = 0) -> dict:
+            seed: int = 0, style_weight: float | None = None) -> dict:
     """Johnson 2016's comparison (Figure 5, Table 1) of `model` with L-BFGS on one objective, for
     each content image and size; writes report.json, report.csv, the plot and the grid into
     `out_dir` and returns the report. `table` (print, say) gets the terminal table as it grows."""
@@ -97,8 +105,13 @@ def compare(contents: list[Path], model: str, out_dir: Path, style: Path | None 
             raise UserError(f"{path}: no such file")
     check_writable(Path(out_dir) / "report.json")
     torch_device = resolve_device(device)
-    stylizer = Stylizer(model, device)
-    objective = objective_for(stylizer, style, torch_device)
+    if is_any_style(model):
+        if style is None:
+            raise UserError(f"--model {model}: give --style IMAGE, the style to compare in")
+        stylizer = AnyStyle(style, model, device)
+    else:
+        stylizer = Stylizer(model, device)
+    objective = objective_for(stylizer, style, torch_device, style_weight)
     iterations = tuple(sorted(set(iterations)))
     rows, images = [], []
     for content_path in contents:
@@ -128,7 +141,7 @@ def compare(contents: list[Path], model: str, out_dir: Path, style: Path | None 
                 table("\n".join(([table_header(iterations)] if len(rows) == 1 else []) + table_lines(row, iterations)))
     report = {"model": str(stylizer.path), "backend": stylizer.backend, "style": stylizer.name,
               "device": str(torch_device), "machine": describe(torch_device), "iterations": list(iterations),
-              "inits": list(inits), "seed": seed,
+              "inits": list(inits), "seed": seed, "loss": objective.config.loss_settings(),
               "optimizer": "lbfgs (torch, no line search: one evaluation per iteration, history 50); "
                            "init noise: uniform [0, 1] white noise from the seed, init content: the photo; "
                            "J of the clamped image",

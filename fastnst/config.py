@@ -162,3 +162,38 @@ class TrainConfig(LossConfig):
         """The configuration of style i alone."""
         return dataclasses.replace(self, style=self.styles[i], style_weight=self.per_style("style_weight")[i],
                                    init_from=self.per_style("init_from")[i])
+
+
+# Universal style transfer (Li et al. 2017): the loss network's levels whose features are whitened
+# and re-coloured, coarse to fine at run time, each with a decoder back to pixels.
+ANY_STYLE_LEVELS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+
+
+@dataclass(kw_only=True)
+class DecoderConfig:
+    """A run of `fastnst train-decoders`: decoders that invert the loss network's features of photos."""
+    data: str = setting(DEFAULT_DATA, "Training photos: a folder (searched recursively), hf:NAME[:SPLIT] or a pack "
+                                      "file from `fastnst pack`.")
+    out: str = setting("runs/decoders", "Output folder.")
+    steps: int = setting(20_000, "Training steps.")
+    batch_size: int = setting(8, "Images per step.")
+    image_size: int = setting(256, "Side of the square training crops.")
+    lr: float = setting(1e-4, "Adam learning rate.")
+    lr_decay: float = setting(0.0, "Let the learning rate fall linearly over this last fraction of the steps.")
+    width: float = setting(1.0, "Channels of each decoder layer as a fraction of the loss network's (1: Li et "
+                                "al.'s mirror of VGG19; 0.5 is 4x cheaper).")
+    feature_weight: float = setting(1.0, "Weight of the feature reconstruction loss (squared error of the "
+                                         "output's features, relative to the input's squared features) beside "
+                                         "the pixel loss (weight 1).")
+    loss_net: str = setting("vgg19", "The loss network whose features are inverted (vgg19).")
+    vgg_weights: str = setting("bundled", "Its weights: bundled (offline), torchvision (downloaded) or a "
+                                          "state-dict file.")
+    device: str = setting("auto", "auto, cpu or cuda.")
+    checkpoint_every: int = setting(500, "Write a checkpoint every N steps (0: only at the end).")
+    log_every: int = setting(10, "Log the losses every N steps.")
+    workers: int = setting(4, "Threads decoding training images.")
+    seed: int = setting(0, "Random seed.")
+
+
+# What may differ between a decoder run and its resumption.
+DECODER_RESUMABLE = ("steps", "lr_decay", "out", "device", "workers", "checkpoint_every", "log_every")

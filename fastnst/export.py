@@ -131,6 +131,15 @@ def export(model_path: str | Path, out: str | Path | None = None, fp16: bool = F
 def export_checked(model: Path, out: Path | None, fp16: bool, opset: int, int8: bool,
                    calibration: Path | None) -> dict:
     """`fastnst export`: `export`, with a failed check as a user's one-line error."""
+    from fastnst.decoders import export_any_style, read_decoders_metadata
+
+    if model.suffix == ".safetensors" and model.is_file() and read_decoders_metadata(model) is not None:
+        if fp16 or int8:
+            raise UserError(f"{model}: decoders export to fp32 ONNX only (no --fp16 or --int8)")
+        report = export_any_style(model, out, opset)
+        return {**report, "lines": [f"wrote {report['path']}/ (encoder and decoder stages, fp32, "
+                                    f"{report['size_bytes'] / 1e6:.1f} MB, opset {opset}); onnxruntime vs PyTorch "
+                                    f"per stage: max relative difference {report['max_relative_diff']:.2g}"]}
     if int8 and calibration is None:
         raise UserError("--int8 needs --calibration DIR (a folder of real photos)")
     try:
@@ -141,6 +150,8 @@ def export_checked(model: Path, out: Path | None, fp16: bool, opset: int, int8: 
 
 def describe(report: dict) -> list[str]:
     """What an export wrote and how it checked, one line per file."""
+    if "lines" in report:
+        return report["lines"]
     shapes = " and ".join("x".join(map(str, s[2:])) for s in report["verified_shapes"])
     lines = [f"wrote {report['path']} ({report['precision']}, {report['size_bytes'] / 1e6:.1f} MB, opset "
              f"{report['opset']}); onnxruntime vs PyTorch at {shapes}: max abs difference "

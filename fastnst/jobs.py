@@ -161,16 +161,25 @@ def run_jobs(jobs: list[Job], stylizer: Stylizer, progress, batch: bool, **optio
     return failed
 
 
-def stylize_inputs(inputs: list[str], model: str, out: str | None = None, *, device: str = "auto",
-                   tile: int | None = None, log=print, **options) -> tuple[str, bool]:
+def stylize_inputs(inputs: list[str], model: str | None, out: str | None = None, *, device: str = "auto",
+                   tile: int | None = None, log=print, any_style: dict | None = None, **options) -> tuple[str, bool]:
     """`fastnst stylize`: every input into its output (options: those of run_job), with progress
-    on the terminal. Returns a one-line summary and whether every input was written."""
+    on the terminal; with `any_style` (AnyStyle's style, style_strength, style_size, style_pool), in
+    any style image. Returns a one-line summary and whether every input was written."""
     from fastnst.progress import StylizeProgress
 
     if len(inputs) == 1 and not Path(inputs[0]).exists() and not any(c in inputs[0] for c in "*?["):
         raise UserError(f"{inputs[0]}: no such file")  # before loading a model: a quick answer
-    stylizer = Stylizer(model, device, tiling=tile is not None)
-    if tile is not None and stylizer.net is None:
+    if any_style is not None:
+        from fastnst.anystyle import AnyStyle
+        from fastnst.modelfile import ANY_STYLE
+
+        stylizer = AnyStyle(model=model or ANY_STYLE, device=device, **any_style)
+    elif model is None:
+        raise UserError("give --model (a shipped name, an .onnx or .safetensors file) or --style ANY_IMAGE")
+    else:
+        stylizer = Stylizer(model, device, tiling=tile is not None)
+    if tile is not None and stylizer.net is None and any_style is None:
         log(f"warning: {stylizer.path.name} runs on ONNX: its tiles are normalised one by one and blended, so "
             "colours can shift between tiles; a .safetensors model gives seamless tiles (with the training install)")
     jobs, empty = plan(inputs, out, stylizer.name)

@@ -74,6 +74,24 @@ def resolve_model(model: str) -> Path:
     raise UserError(f"unknown model {model!r}: give a shipped name ({known}), an .onnx file or a .safetensors file")
 
 
+ANY_STYLE = "any-style"  # the shipped decoders of `stylize --style ANY_IMAGE`: weights/any-style/
+
+
+def resolve_any_style(model: str) -> Path:
+    """`any-style`, a folder of exported any-style stages, or a decoders .safetensors file -> its path."""
+    path = Path(model)
+    if model == ANY_STYLE and not path.exists():
+        path = WEIGHTS_DIR / ANY_STYLE
+        if not path.is_dir():
+            raise UserError(f"no shipped any-style model in {WEIGHTS_DIR}: give a decoders file or its export")
+    if path.is_dir() or (path.suffix == ".safetensors" and path.is_file()):
+        return path
+    if path.suffix == ".safetensors":
+        raise UserError(f"{path}: no such decoders file")
+    raise UserError(f"--model {model!r} with --style: give {ANY_STYLE}, a folder exported from a decoders file, "
+                    "or a decoders .safetensors file (a per-style model has its style built in)")
+
+
 VALUE_RANGE = "float32 NCHW RGB in [0, 1]"  # the ONNX models' input and output
 
 
