@@ -59,7 +59,7 @@ def stylize_video(src: str | Path, dst: str | Path, model: Stylizer | str, *, ma
     rate and audio) with `model`, a Stylizer or a model name or file; returns the number of frames
     written. `temporal` blends each frame with the last along the motion (0: every frame on its
     own; see fastnst.temporal). `on_frames(done, total)` is called as frames are written."""
-    stylizer = model if isinstance(model, Stylizer) else Stylizer(model, device)
+    stylizer = Stylizer(model, device) if isinstance(model, (str, Path)) else model  # or AnyStyle
     src, dst, keep_color = Path(src), Path(dst), preserve_color
     blend = TemporalBlend(temporal)
     if src.suffix.lower() == ".gif":

@@ -131,6 +131,29 @@ def test_stylize_with_any_style_image(decoders, shared_data, tmp_path):
     assert r.returncode == 0 and (tmp_path / "in_mondrian" / "a.jpg").is_file(), r.stderr
 
 
+def test_any_style_video_with_temporal_blending(decoders, shared_data, tmp_path):
+    import av
+
+    from conftest import make_clip
+
+    path, exported = decoders
+    clip = make_clip(tmp_path / "clip.mp4", frames=5)
+    r = fastnst("stylize", clip, "--style", shared_data / "styles" / "wave.jpg", "--model", exported,
+                "--style-size", 64, "--temporal", 0.5, "--out", tmp_path / "out.mp4")
+    assert r.returncode == 0, r.stderr
+    with av.open(str(tmp_path / "out.mp4")) as video:
+        assert sum(1 for _ in video.decode(video=0)) == 5
+
+
+def test_python_api(decoders, shared_data):
+    import fastnst
+
+    path, exported = decoders
+    image = Image.open(shared_data / "content" / "chicago.jpg").convert("RGB").resize((40, 32))
+    out = fastnst.AnyStyle(shared_data / "styles" / "wave.jpg", str(exported), style_size=64)(image, strength=0.5)
+    assert isinstance(out, Image.Image) and out.size == (40, 32)
+
+
 def test_any_style_bad_input(decoders, shared_data, tmp_path, style_image):
     path, exported = decoders
     photo = shared_data / "content" / "chicago.jpg"
