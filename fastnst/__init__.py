@@ -20,7 +20,8 @@ __version__ = "0.1.0"
 
 # Imported on first use, so that `import fastnst` and the command line start fast and the light
 # install (no torch) can import what it runs.
-_API = {"Stylizer": "fastnst.inference", "AnyStyle": "fastnst.anystyle", "stylize_video": "fastnst.video", "list_models": "fastnst.modelfile",
+_API = {"Stylizer": "fastnst.inference", "AnyStyle": "fastnst.anystyle", "stylize_video": "fastnst.video",
+        "list_models": "fastnst.modelfile",
         "train": "fastnst.training", "UserError": "fastnst.errors"}
 __all__ = [*_API, "__version__"]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastnst.config import ANY_STYLE_LEVELS
+from fastnst.config import ANY_STYLE_LEVELS, DEFAULT_STYLE_DEPTH, DEFAULT_STYLE_STRENGTH
 from fastnst.errors import UserError, require_training_install
 from fastnst.images import load_rgb, pil_to_array, resize_long_side
 
@@ -151,7 +151,7 @@ def average_pool(image: np.ndarray, kernel: int, stride: int) -> np.ndarray:
     return windows[:, ::stride, ::stride].mean(axis=(-2, -1)).astype(np.float32)
 
 
-def _pad(image: np.ndarray) -> np.ndarray:
+def pad_to_multiple(image: np.ndarray) -> np.ndarray:
     h, w = image.shape[1:]
     ph, pw = -h % MULTIPLE, -w % MULTIPLE
     return np.pad(image, ((0, 0), (0, ph), (0, pw)), mode="symmetric") if ph or pw else image
@@ -162,17 +162,22 @@ class AnyStyle:
 
     `model` is the shipped `any-style`, a folder of exported stages or a decoders .safetensors file;
     `style_strength` blends whitened-and-coloured features with the photo's (0: the photo, 1: the
-    style); `style_size` is the style image's long side; `style_pool` average-pools it ("K,S")."""
+    style); `style_size` is the style image's long side; `style_pool` average-pools it ("K,S");
+    `style_depth` is the deepest level transformed (1: relu1_1 only, fine texture and colour; 4: from
+    relu4_1, larger strokes)."""
 
     def __init__(self, style: str | Path, model: str = "any-style", device: str = "auto",
-                 style_strength: float = 1.0, style_size: int = 512, style_pool: str | None = None):
+                 style_strength: float = DEFAULT_STYLE_STRENGTH, style_size: int = 512, style_pool: str | None = None,
+                 style_depth: int = DEFAULT_STYLE_DEPTH):
         if not 0.0 <= style_strength <= 1.0:
             raise UserError(f"--style-strength must be in [0, 1], got {style_strength}")
+        if not 1 <= style_depth <= len(ANY_STYLE_LEVELS):
+            raise UserError(f"--style-depth must be 1 to {len(ANY_STYLE_LEVELS)}, got {style_depth}")
         self.path, self.stages = open_stages(model, device)
         self.metadata, self.backend = self.stages.metadata, self.stages.backend
         self.name, self.net, self.batch_limit = Path(style).stem, None, 1
-        self.strength = style_strength
-        self.style = style_statistics(self.stages, str(Path(style).resolve()), style_size, parse_pool(style_pool))
+        self.strength, self.depth = style_strength, style_depth
+        self.style = cached_style_statistics(self.stages, style, style_size, parse_pool(style_pool))
 
     def stylize_batch(self, batch: np.ndarray) -> np.ndarray:
         """float32 N x 3 x H x W in [0, 1] -> the stylized batch, same shape."""
@@ -180,8 +185,8 @@ class AnyStyle:
 
     def stylize_one(self, image: np.ndarray) -> np.ndarray:
         h, w = image.shape[1:]
-        x = _pad(image)
-        for level in reversed(range(len(ANY_STYLE_LEVELS))):  # coarse to fine
+        x = pad_to_multiple(image)
+        for level in reversed(range(self.depth)):  # coarse to fine
             features = whiten_colour(self.stages.encode(x, level), self.style[level], self.strength)
             x = np.clip(self.stages.decode(level, features), 0.0, 1.0)
         return x[:, :h, :w]
@@ -192,15 +197,21 @@ class AnyStyle:
         return Stylizer.__call__(self, image, **options)
 
 
-def style_statistics(stages, style: str, size: int, pool: tuple[int, int] | None) -> list:
-    """Each level's (mean, colouring) of a style image: computed once per image, size and pooling."""
-    return _cached_statistics(stages, style, Path(style).stat().st_mtime if Path(style).exists() else 0, size, pool)
-
-
-@functools.lru_cache(maxsize=16)
-def _cached_statistics(stages, style: str, _mtime: float, size: int, pool: tuple[int, int] | None) -> list:
+def style_statistics(stages, style: str | Path, size: int, pool: tuple[int, int] | None = None) -> list:
+    """Each level's (mean, colouring) of a style image at long side `size`, average-pooled by `pool`."""
     image = pil_to_array(resize_long_side(load_rgb(style), size))
     if pool:
         image = average_pool(image, *pool)
-    x = _pad(image)
+    x = pad_to_multiple(image)
     return [colouring(stages.encode(x, level)) for level in range(len(ANY_STYLE_LEVELS))]
+
+
+def cached_style_statistics(stages, style: str | Path, size: int, pool: tuple[int, int] | None = None) -> list:
+    """style_statistics, computed once per style image (and its modification time), size and pooling."""
+    path = Path(style).resolve()
+    return _cached(stages, str(path), path.stat().st_mtime if path.exists() else 0.0, size, pool)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached(stages, style: str, _mtime: float, size: int, pool: tuple[int, int] | None) -> list:
+    return style_statistics(stages, style, size, pool)

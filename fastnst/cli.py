@@ -14,7 +14,8 @@ from typing import Optional
 
 import typer
 
-from fastnst.config import DEFAULT_TEMPORAL, DecoderConfig, LossConfig, TrainConfig, parse_layer_weights
+from fastnst.config import (DEFAULT_STYLE_DEPTH, DEFAULT_STYLE_STRENGTH, DEFAULT_TEMPORAL, DecoderConfig, LossConfig,
+                            TrainConfig, parse_layer_weights)
 from fastnst.errors import Interrupted, TrainingDiverged, UserError, require_training_install
 
 try:  # recent typer vendors its own click
@@ -140,6 +141,7 @@ def train_decoders(
     log_every: Optional[int] = decoder_option("log_every", min=1),
     workers: Optional[int] = decoder_option("workers", min=1, max=64),
     seed: Optional[int] = decoder_option("seed", min=0),
+    init_from: Optional[Path] = decoder_option("init_from"),
     resume: Optional[Path] = typer.Option(None, help="Continue the run of this checkpoint exactly."),
 ):
     options = _given(locals(), exclude=("resume",))
@@ -192,8 +194,11 @@ def stylize(
                                                    "an exported decoders folder or a decoders file."),
     style: Optional[Path] = typer.Option(None, help="Any style image, with no model trained for it (universal "
                                                     "style transfer)."),
-    style_strength: float = typer.Option(1.0, min=0.0, max=1.0, help="With --style: blend the photo's features "
-                                                                     "(0) with the style's (1)."),
+    style_strength: float = typer.Option(DEFAULT_STYLE_STRENGTH, min=0.0, max=1.0,
+                                         help="With --style: blend the photo's features (0) with the style's (1)."),
+    style_depth: int = typer.Option(DEFAULT_STYLE_DEPTH, min=1, max=4,
+                                    help="With --style: the deepest level transformed (1: relu1_1 only, colour and "
+                                         "fine texture; 4: from relu4_1, larger strokes)."),
     style_size: int = typer.Option(512, min=16, max=8192, help="With --style: long side of the style image."),
     style_pool: Optional[str] = typer.Option(None, metavar="K,S", help="With --style: average-pool the style image "
                                                                        "(kernel K, stride S) for smoother strokes."),
@@ -217,7 +222,7 @@ def stylize(
     from fastnst.jobs import stylize_inputs
 
     any_style = None if style is None else dict(style=style, style_strength=style_strength, style_size=style_size,
-                                                style_pool=style_pool)
+                                                style_pool=style_pool, style_depth=style_depth)
     summary, ok = stylize_inputs(inputs, model, out, device=device.value, tile=tile, log=say, max_size=max_size,
                                  keep_color=preserve_color, strength=strength, temporal=temporal, any_style=any_style)
     say(summary)

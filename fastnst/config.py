@@ -167,6 +167,9 @@ class TrainConfig(LossConfig):
 # Universal style transfer (Li et al. 2017): the loss network's levels whose features are whitened
 # and re-coloured, coarse to fine at run time, each with a decoder back to pixels.
 ANY_STYLE_LEVELS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+# `stylize --style`'s defaults of --style-strength and --style-depth, chosen by J on photos and styles
+# that no model was trained on (docs/any-style.md).
+DEFAULT_STYLE_STRENGTH, DEFAULT_STYLE_DEPTH = 1.0, 4
 
 
 @dataclass(kw_only=True)
@@ -193,6 +196,9 @@ class DecoderConfig:
     log_every: int = setting(10, "Log the losses every N steps.")
     workers: int = setting(4, "Threads decoding training images.")
     seed: int = setting(0, "Random seed.")
+    init_from: str = setting("", "Start from trained decoders (a decoders .safetensors file): to continue or "
+                                 "fine-tune them, for example with another --feature-weight. Adam and the data "
+                                 "order start afresh.")
 
 
 # What may differ between a decoder run and its resumption.

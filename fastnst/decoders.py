@@ -199,6 +199,26 @@ def _config(resume: str | Path | None, options: dict) -> tuple[DecoderConfig, di
     return DecoderConfig(**{**ckpt["config"], **options}), ckpt
 
 
+def _init_from(decoders: Decoders, cfg: DecoderConfig) -> dict:
+    """Load trained decoders into `decoders` (same width and loss network); what the metadata records of them."""
+    from fastnst.files import sha256_file
+
+    path = Path(cfg.init_from)
+    if not path.is_file():
+        raise UserError(f"--init-from {path}: no such decoders file")
+    meta = read_decoders_metadata(path)
+    if meta is None:
+        raise UserError(f"--init-from {path}: not a fastnst decoders file")
+    if (meta["width"], meta["loss_network"]) != (cfg.width, cfg.loss_net):
+        raise UserError(f"--init-from {path}: its decoders have width {meta['width']} on {meta['loss_network']}, "
+                        f"this run {cfg.width} on {cfg.loss_net}")
+    from safetensors.torch import load_file
+
+    decoders.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+    return {"path": str(path), "sha256": sha256_file(path), "steps": meta.get("steps"),
+            "config": meta.get("config"), "init_from": meta.get("init_from")}
+
+
 def train_decoders(*, resume: str | Path | None = None, log=None, **options) -> Path:
     """Train the decoders as `fastnst train-decoders` does; returns the decoders file. `options` are
     DecoderConfig's fields. Ctrl-C and SIGTERM write a checkpoint; --resume continues exactly."""
@@ -218,11 +238,14 @@ def train_decoders(*, resume: str | Path | None = None, log=None, **options) -> 
     stages = encoder_stages(cfg.loss_net, cfg.vgg_weights).to(device)
     decoders = Decoders(cfg.width, cfg.loss_net, cfg.vgg_weights).to(device)
     optimizer = torch.optim.Adam(decoders.parameters(), lr=cfg.lr)
-    step, position, history = 0, Position(), []
+    step, position, history, init_info = 0, Position(), [], None
+    if cfg.init_from and ckpt is None:
+        init_info = _init_from(decoders, cfg)
     if ckpt is not None:
         decoders.load_state_dict(ckpt["decoders"])
         optimizer.load_state_dict(ckpt["optimizer"])
         step, position, history = ckpt["step"], Position(*ckpt["position"]), ckpt["history"]
+        init_info = ckpt.get("init_from")
     data = open_training_data(cfg.data, device, cfg.image_size, cfg.workers)
     batches = data.stream(cfg.batch_size, cfg.image_size, cfg.seed, position, cfg.workers)
     log(f"train-decoders: {sum(p.numel() for p in decoders.parameters()) / 1e6:.2f}M parameters (width "
@@ -232,11 +255,13 @@ def train_decoders(*, resume: str | Path | None = None, log=None, **options) -> 
         path = out / "checkpoint.pt"
         atomic_torch_save({"format": CHECKPOINT_FORMAT, "config": dataclasses.asdict(cfg), "step": step,
                            "position": [position.epoch, position.offset], "history": history,
-                           "decoders": decoders.state_dict(), "optimizer": optimizer.state_dict()}, path)
+                           "decoders": decoders.state_dict(), "optimizer": optimizer.state_dict(),
+                           "init_from": init_info}, path)
         return path
 
     stop = {"signal": None}
-    handlers = {s: signal.signal(s, lambda signum, _: stop.update(signal=signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    handlers = {s: signal.signal(s, lambda signum, _: stop.update(signal=signum))
+                for s in (signal.SIGINT, signal.SIGTERM)}
     window, t0 = {}, time.perf_counter()
     try:
         while step < cfg.steps:
@@ -283,7 +308,7 @@ def train_decoders(*, resume: str | Path | None = None, log=None, **options) -> 
     path = out / "decoders.safetensors"
     save_decoders(path, decoders, {"config": dataclasses.asdict(cfg), "vgg_weights": cfg.vgg_weights,
                                    "steps": step, "images_seen": step * cfg.batch_size, "device": describe(device),
-                                   "final_losses": history[-1] if history else None})
+                                   "final_losses": history[-1] if history else None, "init_from": init_info})
     log(f"wrote {path} (step {step})")
     return path
 
@@ -350,7 +375,8 @@ def export_any_style(path: str | Path, out: str | Path | None = None, opset: int
                 x = torch.rand(1, channels, 34, 46) * (1.0 if name == "encoder1" else FEATURE_RMS[k - (name[0] == "e")])
                 with torch.no_grad():
                     expected = module(x).numpy()
-                got = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
+                session = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+                got = session.run(None, {"input": x.numpy()})[0]
                 error = float(np.abs(got - expected).max() / max(np.abs(expected).max(), 1e-6))
                 if got.shape != expected.shape or error > 1e-4:
                     raise UserError(f"export: {name} on onnxruntime differs from PyTorch (relative {error:.2g}, "

@@ -162,6 +162,17 @@ def list_models() -> list[dict]:
                         f"{cfg.get('image_size', '?')}px on {meta.get('device', '?')}, final J "
                         f"{final.get('total', float('nan')):.3g}",
         })
+    folder = WEIGHTS_DIR / ANY_STYLE
+    if (folder / "decoder1.onnx").is_file():
+        session = ort.InferenceSession(str(folder / "decoder1.onnx"), providers=["CPUExecutionProvider"])
+        meta = _parse_metadata(session.get_modelmeta().custom_metadata_map.get("fastnst", "{}"), folder)
+        cfg = meta.get("config", {})
+        models.append({
+            "name": ANY_STYLE, "style": "any (--style IMAGE)", "precision": "fp32", "path": folder,
+            "megabytes": sum(f.stat().st_size for f in folder.iterdir()) / 1e6, "licence": card_licence(folder),
+            "training": f"decoders, {meta.get('steps', '?')} steps x {cfg.get('batch_size', '?')} photos at "
+                        f"{cfg.get('image_size', '?')}px on {meta.get('device', '?')}",
+        })
     return models
 
 

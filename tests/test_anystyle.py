@@ -88,6 +88,25 @@ def test_decoders_resume_exactly(shared_data, tmp_path):
         train_decoders(resume=tmp_path / "half" / "checkpoint.pt", width=0.5)
 
 
+def test_decoders_init_from_trained_decoders(decoders, shared_data, tmp_path):
+    """A fine-tune (here with the feature loss) starts from the given decoders and records them."""
+    from safetensors.torch import load_file
+
+    from fastnst.decoders import read_decoders_metadata, train_decoders
+
+    path, _ = decoders
+    options = dict(data=str(shared_data / "coco"), steps=1, batch_size=2, image_size=32, width=0.125, lr=1e-12,
+                   checkpoint_every=0, log_every=1, workers=2, device="cpu")
+    tuned = train_decoders(out=str(tmp_path / "tuned"), init_from=str(path), feature_weight=1.0, **options)
+    before, after = load_file(str(path)), load_file(str(tuned))
+    assert all(torch.allclose(before[k].float(), after[k].float(), atol=1e-3) for k in before)
+    meta = read_decoders_metadata(tuned)
+    assert meta["init_from"]["path"] == str(path) and meta["init_from"]["steps"] == 3
+    assert "feature4" in json.loads((tmp_path / "tuned" / "log.jsonl").read_text().splitlines()[0])
+    with pytest.raises(UserError, match="width 0.125"):
+        train_decoders(out=str(tmp_path / "wide"), init_from=str(path), **{**options, "width": 0.25})
+
+
 def test_export_writes_every_stage_and_refuses_to_overwrite(decoders, tmp_path):
     path, exported = decoders
     assert sorted(p.name for p in exported.iterdir()) == sorted(
@@ -120,7 +139,8 @@ def test_stylize_with_any_style_image(decoders, shared_data, tmp_path):
     photo, style = shared_data / "content" / "chicago.jpg", shared_data / "styles" / "mondrian.jpg"
     for model in (exported, path):
         r = fastnst("stylize", photo, "--style", style, "--model", model, "--max-size", 64, "--style-size", 64,
-                    "--style-pool", "2,2", "--preserve-color", "--out", tmp_path / f"{model.name}.png")
+                    "--style-pool", "2,2", "--style-depth", 2, "--preserve-color",
+                    "--out", tmp_path / f"{model.name}.png")
         assert r.returncode == 0, r.stderr
         assert Image.open(tmp_path / f"{model.name}.png").size[0] == 64
         assert "with mondrian" in r.stderr
@@ -164,6 +184,9 @@ def test_any_style_bad_input(decoders, shared_data, tmp_path, style_image):
     r = fastnst("stylize", photo, "--style", style_image, "--model", exported, "--style-pool", "3", "--out",
                 tmp_path / "o.png")
     assert "--style-pool" in one_line_error(r)
+    r = fastnst("stylize", photo, "--style", style_image, "--model", exported, "--style-depth", 5, "--out",
+                tmp_path / "o.png")
+    assert "--style-depth" in one_line_error(r)
     r = fastnst("stylize", photo, "--style", style_image, "--model", "starry_night", "--out", tmp_path / "o.png")
     assert "per-style model" in one_line_error(r)
     r = fastnst("stylize", photo, "--out", tmp_path / "o.png")

@@ -1,0 +1,91 @@
+"""Any style at run time against a per-style network: seconds per image on the CPU (onnxruntime).
+
+`python benchmarks/any_style_speed.py [--model any-style] [--baseline starry_night.int8] [--size 512]`
+
+Times, on one photo at SIZE x SIZE (median of --runs after a warm-up): the any-style pipeline with the
+style's statistics cached (encoders, the feature transforms, decoders, each part on its own too); the
+style's statistics once per style image; the per-style network (the baseline) on the same photo; and the
+whole `fastnst stylize --style` command in a fresh process (start-up, loading, style, photo, writing).
+Prints the machine and the ratio to the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+from fastnst.anystyle import AnyStyle, pad_to_multiple, style_statistics, whiten_colour
+from fastnst.config import ANY_STYLE_LEVELS
+from fastnst.images import load_rgb, pil_to_array
+from fastnst.inference import Stylizer
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def median_seconds(fn, runs: int) -> float:
+    fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="any-style")
+    p.add_argument("--baseline", default="starry_night.int8", help="A per-style model to compare with.")
+    p.add_argument("--photo", type=Path, default=SHARED / "content" / "tubingen.jpg")
+    p.add_argument("--style", type=Path, default=SHARED / "styles" / "shipwreck_of_the_minotaur.jpg")
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--style-size", type=int, default=512)
+    p.add_argument("--runs", type=int, default=5)
+    args = p.parse_args()
+
+    photo = pil_to_array(load_rgb(args.photo).resize((args.size, args.size), Image.LANCZOS))
+    any_style = AnyStyle(args.style, args.model, "cpu", style_size=args.style_size)
+    stages, x = any_style.stages, pad_to_multiple(photo)
+    print(f"machine: {platform.machine()}, {ort.get_device()}, onnxruntime {ort.__version__}, "
+          f"{len(os.sched_getaffinity(0))} cores; photo {args.size}x{args.size}, style "
+          f"{args.style.name} at {args.style_size}; {any_style.backend}; median of {args.runs}")
+
+    total = median_seconds(lambda: any_style.stylize_one(photo), args.runs)
+    print(f"any-style, style cached:   {total:.3f} s per image")
+    for level in reversed(range(len(ANY_STYLE_LEVELS))):
+        feats = stages.encode(x, level)
+        enc = median_seconds(lambda: stages.encode(x, level), args.runs)
+        wct = median_seconds(lambda: whiten_colour(feats, any_style.style[level]), args.runs)
+        dec = median_seconds(lambda: stages.decode(level, feats), args.runs)
+        print(f"  {ANY_STYLE_LEVELS[level]}: encode {enc:.3f} s, transform {wct:.3f} s, decode {dec:.3f} s")
+    style_s = median_seconds(lambda: style_statistics(stages, args.style, args.style_size), max(1, args.runs // 2))
+    print(f"style statistics (once per style image): {style_s:.3f} s")
+
+    baseline = Stylizer(args.baseline, "cpu")
+    base = median_seconds(lambda: baseline.stylize_batch(photo[None]), args.runs)
+    print(f"baseline {args.baseline} (one pass): {base:.3f} s per image")
+    print(f"ratio any-style / baseline: {total / base:.2f}x")
+
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d) / "photo.png"
+        Image.fromarray((photo.transpose(1, 2, 0) * 255).round().astype(np.uint8)).save(src)
+        command = [sys.executable, "-m", "fastnst", "stylize", str(src), "--style", str(args.style), "--model",
+                   args.model, "--style-size", str(args.style_size), "--out", str(Path(d) / "out.png")]
+        t = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        print(f"the whole command (fresh process, style included): {time.perf_counter() - t:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
