@@ -63,6 +63,21 @@ def test_light_install_stylizes_images_and_video_with_shipped_models(photo, tmp_
     assert r.returncode == 0 and "starry_night" in r.stdout and "public domain" in r.stdout
 
 
+def test_light_install_stylizes_in_any_style(photo, shared_data, tmp_path):
+    style = shared_data / "styles" / "wave.jpg"
+    r = light("stylize", photo, "--style", style, "--style-size", 128, "--out", tmp_path / "any.jpg")
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "any.jpg").size == (56, 40)
+    r = light(code=f"from fastnst import AnyStyle\nfrom PIL import Image\n"
+                   f"print(AnyStyle({str(style)!r}, style_size=128)(Image.open({str(photo)!r})).size)")
+    assert r.returncode == 0 and r.stdout.strip() == "(56, 40)", r.stderr
+    from fastnst.modelfile import WEIGHTS_DIR
+
+    r = light("stylize", photo, "--style", style, "--model", WEIGHTS_DIR / "any-style.safetensors",
+              "--out", tmp_path / "o.jpg")
+    assert r.returncode == 2 and "needs the training install" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
 def test_light_install_python_api(photo):
     r = light(code=f"""
 import numpy as np
@@ -78,7 +93,7 @@ print(json.dumps([type(out).__name__, out.size, arr.dtype.str, arr.shape, flt.dt
                   len(list_models())]))
 """)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout) == ["Image", [56, 40], "|u1", [40, 56, 3], "<f4", [40, 56, 3], 8]
+    assert json.loads(r.stdout) == ["Image", [56, 40], "|u1", [40, 56, 3], "<f4", [40, 56, 3], 9]
 
 
 @pytest.mark.parametrize("args", [

@@ -63,3 +63,19 @@ def test_gallery_bad_input(tmp_path):
     assert "no such folder" in one_line_error(fastnst("gallery", "--out", tmp_path / "g.jpg",
                                                         "--photos", tmp_path / "missing"))
     assert not (tmp_path / "g.jpg").exists()
+
+
+def test_the_shipped_any_style_decoders(shared_data, tmp_path):
+    """weights/any-style/ (ONNX stages) and any-style.safetensors: small files, a card, listed, working."""
+    from fastnst.modelfile import WEIGHTS_DIR
+
+    folder = WEIGHTS_DIR / "any-style"
+    files = [*folder.iterdir(), WEIGHTS_DIR / "any-style.safetensors"]
+    assert len(files) == 9 and all(f.stat().st_size <= 16 * 2**20 for f in files)
+    assert "decoders" in (WEIGHTS_DIR / "any-style.md").read_text()
+    r = fastnst("models")
+    assert r.returncode == 0 and re.search(r"^any-style\s+any \(--style IMAGE\)", r.stdout, re.M), r.stdout
+    r = fastnst("stylize", shared_data / "content" / "amber.jpg", "--style", shared_data / "styles" / "udnie.jpg",
+                "--max-size", 96, "--out", tmp_path / "amber_udnie.png")
+    assert r.returncode == 0 and "any-style" not in r.stderr and "udnie" in r.stderr, r.stderr
+    assert max(Image.open(tmp_path / "amber_udnie.png").size) == 96
