@@ -3,7 +3,7 @@
 `python benchmarks/any_style_speed.py [--model any-style] [--baseline starry_night.int8] [--size 512]`
 
 Times, on one photo at SIZE x SIZE (median of --runs after a warm-up): the any-style pipeline with the
-style's statistics cached (encoders, the feature transforms, decoders, each part on its own too); the
+style's statistics cached, at each --style-depth, and each level's parts (encoder, transform, decoder); the
 style's statistics once per style image; the per-style network (the baseline) on the same photo; and the
 whole `fastnst stylize --style` command in a fresh process (start-up, loading, style, photo, writing).
 Prints the machine and the ratio to the baseline.
@@ -26,7 +26,7 @@ import onnxruntime as ort
 from PIL import Image
 
 from fastnst.anystyle import AnyStyle, pad_to_multiple, style_statistics, whiten_colour
-from fastnst.config import ANY_STYLE_LEVELS
+from fastnst.config import ANY_STYLE_LEVELS, DEFAULT_STYLE_DEPTH
 from fastnst.images import load_rgb, pil_to_array
 from fastnst.inference import Stylizer
 
@@ -55,14 +55,19 @@ def main() -> None:
     args = p.parse_args()
 
     photo = pil_to_array(load_rgb(args.photo).resize((args.size, args.size), Image.LANCZOS))
-    any_style = AnyStyle(args.style, args.model, "cpu", style_size=args.style_size)
+    any_style = AnyStyle(args.style, args.model, "cpu", style_size=args.style_size, style_depth=len(ANY_STYLE_LEVELS))
     stages, x = any_style.stages, pad_to_multiple(photo)
     print(f"machine: {platform.machine()}, {ort.get_device()}, onnxruntime {ort.__version__}, "
           f"{len(os.sched_getaffinity(0))} cores; photo {args.size}x{args.size}, style "
           f"{args.style.name} at {args.style_size}; {any_style.backend}; median of {args.runs}")
 
-    total = median_seconds(lambda: any_style.stylize_one(photo), args.runs)
-    print(f"any-style, style cached:   {total:.3f} s per image")
+    totals = {}
+    for depth in range(1, len(ANY_STYLE_LEVELS) + 1):
+        any_style.depth = depth
+        totals[depth] = median_seconds(lambda: any_style.stylize_one(photo), args.runs)
+        print(f"any-style --style-depth {depth}, style cached: {totals[depth]:.3f} s per image"
+              + ("  (the default)" if depth == DEFAULT_STYLE_DEPTH else ""))
+    total = totals[DEFAULT_STYLE_DEPTH]
     for level in reversed(range(len(ANY_STYLE_LEVELS))):
         feats = stages.encode(x, level)
         enc = median_seconds(lambda: stages.encode(x, level), args.runs)
@@ -75,7 +80,7 @@ def main() -> None:
     baseline = Stylizer(args.baseline, "cpu")
     base = median_seconds(lambda: baseline.stylize_batch(photo[None]), args.runs)
     print(f"baseline {args.baseline} (one pass): {base:.3f} s per image")
-    print(f"ratio any-style / baseline: {total / base:.2f}x")
+    print(f"ratio any-style (default depth {DEFAULT_STYLE_DEPTH}) / baseline: {total / base:.2f}x")
 
     with tempfile.TemporaryDirectory() as d:
         src = Path(d) / "photo.png"

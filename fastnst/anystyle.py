@@ -177,7 +177,7 @@ class AnyStyle:
         self.metadata, self.backend = self.stages.metadata, self.stages.backend
         self.name, self.net, self.batch_limit = Path(style).stem, None, 1
         self.strength, self.depth = style_strength, style_depth
-        self.style = cached_style_statistics(self.stages, style, style_size, parse_pool(style_pool))
+        self.style = cached_style_statistics(self.stages, style, style_size, parse_pool(style_pool), style_depth)
 
     def stylize_batch(self, batch: np.ndarray) -> np.ndarray:
         """float32 N x 3 x H x W in [0, 1] -> the stylized batch, same shape."""
@@ -197,21 +197,24 @@ class AnyStyle:
         return Stylizer.__call__(self, image, **options)
 
 
-def style_statistics(stages, style: str | Path, size: int, pool: tuple[int, int] | None = None) -> list:
-    """Each level's (mean, colouring) of a style image at long side `size`, average-pooled by `pool`."""
+def style_statistics(stages, style: str | Path, size: int, pool: tuple[int, int] | None = None,
+                     depth: int = len(ANY_STYLE_LEVELS)) -> list:
+    """The (mean, colouring) of a style image at long side `size`, average-pooled by `pool`, at each of
+    the `depth` first levels."""
     image = pil_to_array(resize_long_side(load_rgb(style), size))
     if pool:
         image = average_pool(image, *pool)
     x = pad_to_multiple(image)
-    return [colouring(stages.encode(x, level)) for level in range(len(ANY_STYLE_LEVELS))]
+    return [colouring(stages.encode(x, level)) for level in range(depth)]
 
 
-def cached_style_statistics(stages, style: str | Path, size: int, pool: tuple[int, int] | None = None) -> list:
-    """style_statistics, computed once per style image (and its modification time), size and pooling."""
+def cached_style_statistics(stages, style: str | Path, size: int, pool: tuple[int, int] | None = None,
+                            depth: int = len(ANY_STYLE_LEVELS)) -> list:
+    """style_statistics, computed once per style image (and its modification time), size, pooling and depth."""
     path = Path(style).resolve()
-    return _cached(stages, str(path), path.stat().st_mtime if path.exists() else 0.0, size, pool)
+    return _cached(stages, str(path), path.stat().st_mtime if path.exists() else 0.0, size, pool, depth)
 
 
 @functools.lru_cache(maxsize=16)
-def _cached(stages, style: str, _mtime: float, size: int, pool: tuple[int, int] | None) -> list:
-    return style_statistics(stages, style, size, pool)
+def _cached(stages, style: str, _mtime: float, size: int, pool: tuple[int, int] | None, depth: int) -> list:
+    return style_statistics(stages, style, size, pool, depth)
