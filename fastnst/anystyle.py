@@ -115,16 +115,22 @@ def is_any_style(model: str) -> bool:
 
 
 def open_stages(model: str, device: str = "auto"):
-    """A shipped name (any-style), a folder of exported stages, or a decoders .safetensors file (PyTorch)."""
+    """A shipped name (any-style), a folder of exported stages, or a decoders .safetensors file (PyTorch):
+    (its path, its stages), loaded once per process."""
     from fastnst.modelfile import resolve_any_style
 
     path = resolve_any_style(model)
+    return path, _load_stages(path.resolve(), device)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_stages(path: Path, device: str):
     if path.is_dir():
-        return path, OnnxStages(path, device)
+        return OnnxStages(path, device)
     require_training_install(f"{path}: a PyTorch decoders file (use its ONNX export, or)")
     from fastnst.decoders import TorchStages
 
-    return path, TorchStages(path, device)
+    return TorchStages(path, device)
 
 
 # -- the style image and the transfer ---------------------------------------------------------------------
