@@ -224,7 +224,7 @@ def train_decoders(*, resume: str | Path | None = None, log=None, **options) -> 
     DecoderConfig's fields. Ctrl-C and SIGTERM write a checkpoint; --resume continues exactly."""
     from fastnst.data import Position, open_training_data
     from fastnst.devices import describe, resolve_device
-    from fastnst.training import atomic_torch_save
+    from fastnst.training import atomic_torch_save, decayed_lr
 
     cfg, ckpt = _config(resume, options)
     log = log or (lambda *a: None)
@@ -269,9 +269,8 @@ def train_decoders(*, resume: str | Path | None = None, log=None, **options) -> 
             batch = next(batches)
             x = batch.images if batch.images.is_floating_point() else batch.images.to(device).float().div_(255.0)
             # a step on every level's reconstruction
-            decay = max(1.0, cfg.lr_decay * cfg.steps)
             for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * min(1.0, max(cfg.steps - step, 1) / decay) if cfg.lr_decay else cfg.lr
+                group["lr"] = decayed_lr(cfg.lr, cfg.lr_decay, step, cfg.steps)
             losses = reconstruction_losses(stages, decoders, x, cfg.feature_weight)
             total = sum(v if k.startswith("pixel") else cfg.feature_weight * v for k, v in losses.items())
             optimizer.zero_grad(set_to_none=True)

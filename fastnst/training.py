@@ -45,6 +45,14 @@ CHECKPOINT_FORMAT = "fastnst-checkpoint-2"  # -1 held one style's network, optim
 MODEL_NAME = "model.safetensors"
 
 
+def decayed_lr(lr: float, lr_decay: float, step: int, total: int) -> float:
+    """The learning rate after `step` of `total` steps: constant, then falling linearly over the last
+    `lr_decay` fraction of the steps to lr / decay-length at the last step."""
+    if not lr_decay:
+        return lr
+    return lr * min(1.0, max(total - step, 1) / max(1.0, lr_decay * total))
+
+
 def atomic_torch_save(obj, path: Path) -> None:
     """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
     with atomic_path(path) as tmp:
@@ -434,11 +442,7 @@ class Trainer:
         linearly over the run's last steps to lr / decay-length at the last step. It depends on the
         step alone, so a resumed run follows the same schedule (over its new length, if --steps changed)."""
         cfg = self.config
-        if not cfg.lr_decay:
-            return cfg.lr
-        total = self.total_steps()
-        decay_steps = max(1.0, cfg.lr_decay * total)
-        return cfg.lr * min(1.0, max(total - step, 1) / decay_steps)
+        return decayed_lr(cfg.lr, cfg.lr_decay, step, self.total_steps() if cfg.lr_decay else 0)
 
     def _done(self) -> bool:
         cfg = self.config
