@@ -5,7 +5,8 @@
 Times, on one photo at SIZE x SIZE (median of --runs after a warm-up): the any-style pipeline with the
 style's statistics cached, at each --style-depth, and each level's parts (encoder, transform, decoder); the
 style's statistics once per style image; the per-style network (the baseline) on the same photo; and the
-whole `fastnst stylize --style` command in a fresh process (start-up, loading, style, photo, writing).
+whole `fastnst stylize --style` command in a fresh process (start-up, loading, style, photo, writing), on one
+photo and on a folder of --folder copies (each photo after the first: the end-to-end time per photo).
 Prints the machine and the ratio to the baseline.
 """
 
@@ -52,6 +53,7 @@ def main() -> None:
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--style-size", type=int, default=512)
     p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--folder", type=int, default=6, help="Photos in the folder the whole command stylizes.")
     args = p.parse_args()
 
     photo = pil_to_array(load_rgb(args.photo).resize((args.size, args.size), Image.LANCZOS))
@@ -83,14 +85,24 @@ def main() -> None:
     print(f"ratio any-style (default depth {DEFAULT_STYLE_DEPTH}) / baseline: {total / base:.2f}x")
 
     with tempfile.TemporaryDirectory() as d:
-        src = Path(d) / "photo.png"
-        Image.fromarray((photo.transpose(1, 2, 0) * 255).round().astype(np.uint8)).save(src)
-        command = [sys.executable, "-m", "fastnst", "stylize", str(src), "--style", str(args.style), "--model",
-                   args.model, "--style-size", str(args.style_size), "--out", str(Path(d) / "out.png")]
-        t = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True)
-        print(f"the whole command (fresh process, style included): {time.perf_counter() - t:.2f} s")
+        folder = Path(d) / "photos"
+        folder.mkdir()
+        image = Image.fromarray((photo.transpose(1, 2, 0) * 255).round().astype(np.uint8))
+        for i in range(args.folder):
+            image.save(folder / f"photo{i}.png")
 
+        def command_seconds(src: Path, out: Path) -> float:
+            command = [sys.executable, "-m", "fastnst", "stylize", str(src), "--style", str(args.style), "--model",
+                       args.model, "--style-size", str(args.style_size), "--out", str(out)]
+            t = time.perf_counter()
+            subprocess.run(command, check=True, capture_output=True)
+            return time.perf_counter() - t
+
+        one = command_seconds(folder / "photo0.png", Path(d) / "out.png")
+        many = command_seconds(folder, Path(d) / "out")
+        print(f"the whole command on one photo (fresh process, style included): {one:.2f} s")
+        print(f"the whole command on a folder of {args.folder}: {many:.2f} s, each photo after the first "
+              f"(read, stylize, write; style cached): {(many - one) / (args.folder - 1):.2f} s")
 
 if __name__ == "__main__":
     main()

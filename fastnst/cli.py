@@ -135,6 +135,7 @@ def train_decoders(
     lr_decay: Optional[float] = decoder_option("lr_decay", min=0.0, max=1.0),
     width: Optional[float] = decoder_option("width", min=0.05, max=4.0),
     feature_weight: Optional[float] = decoder_option("feature_weight", min=0.0),
+    transfer_weight: Optional[float] = decoder_option("transfer_weight", min=0.0),
     vgg_weights: Optional[str] = decoder_option("vgg_weights"),
     device: Optional[Device] = decoder_option("device"),
     checkpoint_every: Optional[int] = decoder_option("checkpoint_every", min=0),

@@ -188,6 +188,9 @@ class DecoderConfig:
     feature_weight: float = setting(1.0, "Weight of the feature reconstruction loss (squared error of the "
                                          "output's features, relative to the input's squared features) beside "
                                          "the pixel loss (weight 1).")
+    transfer_weight: float = setting(0.0, "Weight of the transfer loss: each photo's features whitened and "
+                                          "re-coloured with another photo's, decoded, should have those features "
+                                          "(relative squared error), as stylize --style needs.")
     loss_net: str = setting("vgg19", "The loss network whose features are inverted (vgg19).")
     vgg_weights: str = setting("bundled", "Its weights: bundled (offline), torchvision (downloaded) or a "
                                           "state-dict file.")

@@ -2,7 +2,8 @@
 
 The loss network is cut into stages that end at the levels of ANY_STYLE_LEVELS (relu1_1 ... relu4_1);
 one decoder per level maps that level's features back to an image. The decoders are trained on
-photos only (no style images): the pixel error of the reconstruction plus the error of its features.
+photos only (no style images): the pixel error of the reconstruction, the error of its features, and
+the error of the features of decoding one photo's features transformed with another's statistics.
 At run time anystyle.py whitens and re-colours the features between encoder and decoder (numpy), so
 the exported stages run without torch.
 
@@ -129,9 +130,21 @@ class Decoders(nn.Module):
         return getattr(self, f"decoder{k + 1}")
 
 
-def reconstruction_losses(stages: nn.ModuleList, decoders: Decoders, x: torch.Tensor, feature_weight: float):
-    """Per level: the pixel MSE of decoding x's features, and the MSE of the reconstruction's features
-    relative to the mean square of x's (scale-free across levels)."""
+def transferred(features: torch.Tensor) -> torch.Tensor:
+    """Each photo's features whitened and re-coloured with the next photo's of the batch: the transform of
+    `stylize --style` (anystyle.whiten_colour), with photos standing in for style images."""
+    from fastnst.anystyle import colouring, whiten_colour
+
+    f = features.detach().float().cpu().numpy()
+    out = [whiten_colour(f[i], colouring(f[(i + 1) % len(f)])) for i in range(len(f))]
+    return torch.from_numpy(np.stack(out)).to(features.device)
+
+
+def reconstruction_losses(stages: nn.ModuleList, decoders: Decoders, x: torch.Tensor, feature_weight: float,
+                          transfer_weight: float = 0.0):
+    """Per level: the pixel MSE of decoding x's features; the MSE of the reconstruction's features relative
+    to the mean square of x's (scale-free across levels); and the same relative MSE for decoding the
+    transferred features (which have no image to compare pixels with)."""
     losses, features = {}, x
     for k, stage in enumerate(stages):
         with torch.no_grad():
@@ -141,6 +154,10 @@ def reconstruction_losses(stages: nn.ModuleList, decoders: Decoders, x: torch.Te
         if feature_weight:
             rec = encode(stages, out, k)
             losses[f"feature{k + 1}"] = torch.mean((rec - features) ** 2) / torch.mean(features**2)
+        if transfer_weight:
+            target = transferred(features)
+            rec = encode(stages, decoders.level(k)(target), k)
+            losses[f"transfer{k + 1}"] = torch.mean((rec - target) ** 2) / torch.mean(target**2)
     return losses
 
 
@@ -271,8 +288,9 @@ def train_decoders(*, resume: str | Path | None = None, log=None, **options) -> 
             # a step on every level's reconstruction
             for group in optimizer.param_groups:
                 group["lr"] = decayed_lr(cfg.lr, cfg.lr_decay, step, cfg.steps)
-            losses = reconstruction_losses(stages, decoders, x, cfg.feature_weight)
-            total = sum(v if k.startswith("pixel") else cfg.feature_weight * v for k, v in losses.items())
+            losses = reconstruction_losses(stages, decoders, x, cfg.feature_weight, cfg.transfer_weight)
+            weights = {"pixel": 1.0, "feature": cfg.feature_weight, "transfer": cfg.transfer_weight}
+            total = sum(weights[k.rstrip("0123456789")] * v for k, v in losses.items())
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()

@@ -72,6 +72,28 @@ def test_decoders_invert_the_features_of_photos(shared_data, tmp_path):
         assert log[-1][f"pixel{level}"] < 0.7 * log[0][f"pixel{level}"], (level, log[0], log[-1])
 
 
+def test_transferred_features_have_the_next_photos_statistics():
+    from fastnst.decoders import transferred
+
+    features = torch.randn(3, 8, 12, 10) * torch.arange(1, 4.0).view(3, 1, 1, 1) + torch.randn(3, 8, 1, 1)
+    out = transferred(features)
+    for i in range(3):
+        got, want = out[i].flatten(1).double(), features[(i + 1) % 3].flatten(1).double()
+        assert torch.allclose(got.mean(1), want.mean(1), atol=1e-4)
+        assert torch.allclose(torch.cov(got), torch.cov(want), atol=1e-3)
+
+
+def test_transfer_loss_teaches_decoding_transformed_features(shared_data, tmp_path):
+    from fastnst.decoders import train_decoders
+
+    train_decoders(data=str(shared_data / "coco"), out=str(tmp_path), steps=30, batch_size=2, image_size=32,
+                   width=0.125, lr=1e-3, transfer_weight=1.0, checkpoint_every=0, log_every=10, workers=2,
+                   device="cpu")
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    first, last = (sum(r[f"transfer{k}"] for k in range(1, 5)) for r in (log[0], log[-1]))
+    assert last < 0.8 * first, (log[0], log[-1])
+
+
 def test_decoders_resume_exactly(shared_data, tmp_path):
     from fastnst.decoders import train_decoders
 
