@@ -167,9 +167,9 @@ class TrainConfig(LossConfig):
 # Universal style transfer (Li et al. 2017): the loss network's levels whose features are whitened
 # and re-coloured, coarse to fine at run time, each with a decoder back to pixels.
 ANY_STYLE_LEVELS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
-# `stylize --style`'s defaults of --style-strength and --style-depth, chosen by J on photos and styles
-# that no model was trained on (docs/any-style.md).
-DEFAULT_STYLE_STRENGTH, DEFAULT_STYLE_DEPTH = 1.0, 4
+# `stylize --style`'s defaults of --style-strength and --style-depth: the lowest J on 3 photos x 4 styles
+# that neither the decoders nor the benchmark's pairs use (docs/any-style.md).
+DEFAULT_STYLE_STRENGTH, DEFAULT_STYLE_DEPTH = 0.6, 3
 
 
 @dataclass(kw_only=True)
