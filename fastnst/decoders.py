@@ -132,12 +132,23 @@ class Decoders(nn.Module):
 
 def transferred(features: torch.Tensor) -> torch.Tensor:
     """Each photo's features whitened and re-coloured with the next photo's of the batch: the transform of
-    `stylize --style` (anystyle.whiten_colour), with photos standing in for style images."""
-    from fastnst.anystyle import colouring, whiten_colour
+    `stylize --style` (anystyle.whiten_colour, numpy, which a test holds this to), batched on the features'
+    device with the eigendecomposition in float64, with photos standing in for style images."""
+    from fastnst.anystyle import EIGEN_FLOOR
 
-    f = features.detach().float().cpu().numpy()
-    out = [whiten_colour(f[i], colouring(f[(i + 1) % len(f)])) for i in range(len(f))]
-    return torch.from_numpy(np.stack(out)).to(features.device)
+    f = features.detach().flatten(2).float()
+    n = f.shape[2]
+    mean = f.double().mean(2, keepdim=True)
+    cov = ((f @ f.transpose(1, 2)).double() - n * mean @ mean.transpose(1, 2)) / max(n - 1, 1)
+    values, vectors = torch.linalg.eigh(cov)
+    keep = values > values[:, -1:].clamp(min=1e-12) * EIGEN_FLOOR  # as anystyle._eigen: tiny directions dropped
+    root = torch.where(keep, values.clamp(min=1e-300).sqrt(), torch.zeros_like(values))
+    whiten = (vectors * torch.where(keep, 1.0 / root, root)[:, None]) @ vectors.transpose(1, 2)
+    colour = (vectors * root[:, None]) @ vectors.transpose(1, 2)
+    transform = colour.roll(-1, 0) @ whiten  # one C x C matrix and a bias per photo, as whiten_colour folds them
+    bias = mean.roll(-1, 0) - transform @ mean
+    out = transform.float() @ f + bias.float()
+    return out.to(features.dtype).view_as(features)
 
 
 def reconstruction_losses(stages: nn.ModuleList, decoders: Decoders, x: torch.Tensor, feature_weight: float,

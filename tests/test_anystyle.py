@@ -83,6 +83,19 @@ def test_transferred_features_have_the_next_photos_statistics():
         assert torch.allclose(torch.cov(got), torch.cov(want), atol=1e-3)
 
 
+def test_transferred_features_are_the_run_time_transform():
+    """Training's batched torch transform and stylize --style's numpy one give the same features, also
+    with fewer positions than channels (directions dropped under the eigenvalue floor)."""
+    from fastnst.decoders import transferred
+
+    for shape in ((3, 16, 9, 7), (2, 32, 4, 4)):
+        features = torch.relu(torch.randn(shape) * 3 + 1)
+        out, f = transferred(features).numpy(), features.numpy()
+        for i in range(len(f)):
+            want = whiten_colour(f[i], colouring(f[(i + 1) % len(f)]))
+            assert np.allclose(out[i], want, atol=1e-3 * np.abs(want).max()), (shape, i)
+
+
 def test_transfer_loss_teaches_decoding_transformed_features(shared_data, tmp_path):
     from fastnst.decoders import train_decoders
 
