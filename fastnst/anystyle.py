@@ -19,11 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fastnst.config import ANY_STYLE_LEVELS, DEFAULT_STYLE_DEPTH, DEFAULT_STYLE_STRENGTH
+from fastnst.config import ANY_STYLE_LEVELS, DEFAULT_STYLE_DEPTH, DEFAULT_STYLE_STRENGTH, EIGEN_FLOOR
 from fastnst.errors import UserError, require_training_install
 from fastnst.images import load_rgb, pil_to_array, resize_long_side
 
-EIGEN_FLOOR = 1e-5  # eigenvalues under this fraction of the largest are noise: dropped, not inverted
 MULTIPLE = 8  # three poolings to relu4_1: sides are padded to a multiple of 8, then cropped back
 ONNX_FILES = [f"encoder{k + 1}.onnx" for k in range(len(ANY_STYLE_LEVELS))] + \
              [f"decoder{k + 1}.onnx" for k in range(len(ANY_STYLE_LEVELS))]

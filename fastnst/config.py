@@ -167,6 +167,8 @@ class TrainConfig(LossConfig):
 # Universal style transfer (Li et al. 2017): the loss network's levels whose features are whitened
 # and re-coloured, coarse to fine at run time, each with a decoder back to pixels.
 ANY_STYLE_LEVELS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+# Eigenvalues of a feature covariance under this fraction of the largest are noise: dropped, not inverted.
+EIGEN_FLOOR = 1e-5
 # `stylize --style`'s defaults of --style-strength and --style-depth: the lowest J on 3 photos x 4 styles
 # that neither the decoders nor the benchmark's pairs use (docs/any-style.md).
 DEFAULT_STYLE_STRENGTH, DEFAULT_STYLE_DEPTH = 0.6, 3

@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 import fastnst
-from fastnst.config import ANY_STYLE_LEVELS, DECODER_RESUMABLE, TORCHVISION_FEATURE_RATIO, DecoderConfig
+from fastnst.config import (ANY_STYLE_LEVELS, DECODER_RESUMABLE, EIGEN_FLOOR, TORCHVISION_FEATURE_RATIO,
+                            DecoderConfig)
 from fastnst.errors import Interrupted, TrainingDiverged, UserError
 from fastnst.files import atomic_path, check_writable, file_mode
 from fastnst.lossnet import VGG_CONFIGS, VGGFeatures
@@ -134,8 +135,6 @@ def transferred(features: torch.Tensor) -> torch.Tensor:
     """Each photo's features whitened and re-coloured with the next photo's of the batch: the transform of
     `stylize --style` (anystyle.whiten_colour, numpy, which a test holds this to), batched on the features'
     device with the eigendecomposition in float64, with photos standing in for style images."""
-    from fastnst.anystyle import EIGEN_FLOOR
-
     f = features.detach().flatten(2).float()
     n = f.shape[2]
     mean = f.double().mean(2, keepdim=True)
