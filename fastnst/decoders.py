@@ -141,8 +141,8 @@ def transferred(features: torch.Tensor) -> torch.Tensor:
     cov = ((f @ f.transpose(1, 2)).double() - n * mean @ mean.transpose(1, 2)) / max(n - 1, 1)
     values, vectors = torch.linalg.eigh(cov)
     keep = values > values[:, -1:].clamp(min=1e-12) * EIGEN_FLOOR  # as anystyle._eigen: tiny directions dropped
-    root = torch.where(keep, values.clamp(min=1e-300).sqrt(), torch.zeros_like(values))
-    whiten = (vectors * torch.where(keep, 1.0 / root, root)[:, None]) @ vectors.transpose(1, 2)
+    root = torch.where(keep, values.clamp(min=1e-300).sqrt(), 0.0)
+    whiten = (vectors * torch.where(keep, 1.0 / root, 0.0)[:, None]) @ vectors.transpose(1, 2)
     colour = (vectors * root[:, None]) @ vectors.transpose(1, 2)
     transform = colour.roll(-1, 0) @ whiten  # one C x C matrix and a bias per photo, as whiten_colour folds them
     bias = mean.roll(-1, 0) - transform @ mean
