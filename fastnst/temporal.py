@@ -188,37 +188,66 @@ def _pairs(a, b):
         yield x, y
 
 
+@dataclass
+class Link:
+    """How a frame takes from the previous output: warped along `backward` (H x W x 2), by `weight`
+    (H x W float32: the blend strength where the flow holds and the input kept its colour, else 0)."""
+    backward: np.ndarray
+    weight: np.ndarray
+
+
+def link(earlier: np.ndarray, later: np.ndarray, strength: float, flow: Flow) -> Link | None:
+    """From two consecutive input frames (3 x H x W) alone, how the later one's output takes from
+    the earlier one's; None at a scene cut (most of the frame not traceable to the earlier one, or
+    traced to different colours) or a change of size. Needs no output, so it runs ahead of the network."""
+    if earlier.shape != later.shape:
+        return None
+    motion = Motion.between(gray(earlier), gray(later), flow)
+    change = np.abs(warp(earlier, motion.backward) - later).mean(0)
+    traced = motion.mask.mean()
+    if traced < CUT_VISIBLE_FRACTION or (traced and change[motion.mask].mean() > CUT_RESIDUAL):
+        return None
+    weight = (strength * (motion.mask & (change < BLEND_MAX_INPUT_CHANGE))).astype(np.float32)
+    return Link(motion.backward, weight)
+
+
+def follow(previous: np.ndarray, stylized: np.ndarray, link: Link) -> np.ndarray:
+    """A frame's output: its stylization blended with the previous output warped along the link,
+    its texture and colours restored to the stylization's."""
+    return restore_texture(stylized + link.weight[None] * (warp(previous, link.backward) - stylized), stylized)
+
+
 class TemporalBlend:
     """Stable stylization of a frame sequence (Ruder et al. 2016's idea, for a feed-forward network):
     each output frame is the stylized frame blended with the previous output warped along the
     input's flow, by `strength` (0: every frame on its own) where the flow holds. A scene cut (most
     of the frame not traceable to the last one) starts afresh. `blend(frame, stylized)` takes and
-    returns frames in order."""
+    returns frames in order; `apply(stylized, link)` does the same with the frame's link to the last
+    one computed ahead (`link`, None for the first frame or a cut)."""
 
     def __init__(self, strength: float = DEFAULT_TEMPORAL, preset: str = "fast"):
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"temporal strength must be in [0, 1], got {strength}")
-        self.strength, self.flow = strength, Flow(preset) if strength > 0 else None
-        self.previous: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # luma, input, output
+        self.strength, self.preset = strength, preset
+        self.flow = Flow(preset) if strength > 0 else None
+        self.previous_input: np.ndarray | None = None
+        self.previous = None  # the last output
         self.cuts = 0
 
     def blend(self, frame: np.ndarray, stylized: np.ndarray) -> np.ndarray:
         if self.strength == 0:
             return stylized
-        luma, out = gray(frame), stylized
-        if self.previous is not None:
-            p_luma, p_frame, p_out = self.previous
-            if p_luma.shape != luma.shape:
-                self.cuts += 1
-            else:
-                motion = Motion.between(p_luma, luma, self.flow)
-                change = np.abs(warp(p_frame, motion.backward) - frame).mean(0)
-                traced = motion.mask.mean()
-                if traced < CUT_VISIBLE_FRACTION or (traced and change[motion.mask].mean() > CUT_RESIDUAL):
-                    self.cuts += 1
-                else:
-                    weight = self.strength * (motion.mask & (change < BLEND_MAX_INPUT_CHANGE))
-                    weight = weight.astype(np.float32)[None]
-                    out = restore_texture(stylized + weight * (warp(p_out, motion.backward) - stylized), stylized)
-        self.previous = (luma, frame, out)
+        found = None if self.previous_input is None else link(self.previous_input, frame, self.strength, self.flow)
+        self.previous_input = frame
+        return self.apply(stylized, found)
+
+    def apply(self, stylized, found: Link | None):
+        if found is None:
+            self.cuts += self.previous is not None
+            out = stylized
+        else:
+            out = self.follow(self.previous, stylized, found)
+        self.previous = out
         return out
+
+    follow = staticmethod(follow)

@@ -8,6 +8,10 @@ Outputs are written under a temporary name and renamed when complete.
 
 from __future__ import annotations
 
+import os
+import queue
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -53,27 +57,42 @@ def probe(src: Path) -> dict:
 
 def stylize_video(src: str | Path, dst: str | Path, model: Stylizer | str, *, max_size: int | None = None,
                   preserve_color: bool = False, strength: float = 1.0, tile: int | None = None, device: str = "auto",
-                  temporal: float = DEFAULT_TEMPORAL,
+                  temporal: float = DEFAULT_TEMPORAL, pipelined: bool = True,
                   on_frames: Callable[[int, int | None], None] | None = None) -> int:
     """Stylize every frame of the video or animated GIF `src` into `dst` (same frame count, frame
     rate and audio) with `model`, a Stylizer or a model name or file; returns the number of frames
     written. `temporal` blends each frame with the last along the motion (0: every frame on its
-    own; see fastnst.temporal). `on_frames(done, total)` is called as frames are written."""
+    own; see fastnst.temporal). `on_frames(done, total)` is called as frames are stylized.
+
+    `pipelined`: decoding (with the motion between frames) and encoding run on threads beside the
+    network, up to QUEUE_DEPTH frames ahead and behind; False does all of it in turn, frame by frame.
+    With a PyTorch model on the GPU, frames are converted, stylized and blended there."""
     stylizer = Stylizer(model, device) if isinstance(model, (str, Path)) else model  # or AnyStyle
     src, dst, keep_color = Path(src), Path(dst), preserve_color
-    blend = TemporalBlend(temporal)
     if src.suffix.lower() == ".gif":
-        return stylize_gif(stylizer, src, dst, max_size, keep_color, strength, tile, on_frames, blend)
+        return stylize_gif(stylizer, src, dst, max_size, keep_color, strength, tile, on_frames,
+                           TemporalBlend(temporal))
     import av
 
     codec = VIDEO_CODECS.get(dst.suffix.lower())
     if codec is None:
         raise UserError(f"{dst}: cannot write video with extension {dst.suffix!r}")
+    on_device = getattr(stylizer, "torch_device", None) is not None and stylizer.torch_device.type == "cuda" \
+        and not (tile or keep_color)
+    if on_device:
+        from fastnst.temporal_torch import TorchTemporalBlend
+
+        blend = TorchTemporalBlend(temporal)
+    else:
+        blend = TemporalBlend(temporal)
+    batch_limit = stylizer.batch_limit if pipelined else 1
     inp = _open(src)
     written = 0
     try:
         with atomic_path(dst) as tmp:
             vin = inp.streams.video[0]
+            if pipelined:
+                vin.thread_type = "AUTO"  # frame and slice threads
             ain = inp.streams.audio[0] if inp.streams.audio else None
             total = vin.frames or None
             size = fit_max_size((vin.codec_context.width, vin.codec_context.height), max_size)
@@ -88,51 +107,69 @@ def stylize_video(src: str | Path, dst: str | Path, model: Stylizer | str, *, ma
                 vout.options = {"crf": "18", "preset": "medium"}
             aout = _audio_stream(out, ain, dst) if ain is not None else None
 
-            pending: list = []
-
-            def flush():
-                nonlocal written
-                if not pending:
-                    return
-                frames = np.stack([f.to_ndarray(format="rgb24", width=size[0], height=size[1]) for f in pending])
-                batch = frames.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
-                if tile or keep_color or strength < 1.0 or stylizer.batch_limit == 1:
-                    result = np.stack([stylize_array(stylizer, im, tile, keep_color, strength) for im in batch])
-                else:
-                    result = np.clip(stylizer.stylize_batch(batch), 0, 1)
-                for f, source, img in zip(pending, batch, result):
-                    img = blend.blend(source, img)
-                    rgb = (img.transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8)
-                    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                    frame.pts, frame.time_base = f.pts, f.time_base
-                    for packet in vout.encode(frame):
-                        out.mux(packet)
-                written += len(pending)
-                pending.clear()
-                if on_frames:
-                    on_frames(written, total)
-
-            streams = [vin] + ([ain] if ain is not None else [])
-            for packet in inp.demux(*streams):
-                if packet.stream.type == "audio":
-                    if aout is None or packet.dts is None:
-                        continue
-                    if aout.get("remux"):
-                        packet.stream = aout["stream"]
-                        out.mux(packet)
+            def write(item) -> None:
+                """Encode a stylized frame or copy an audio packet; one thread does all the writing."""
+                kind, payload = item
+                if kind == "audio":
+                    if aout["remux"]:
+                        payload.stream = aout["stream"]
+                        out.mux(payload)
                     else:
-                        for af in packet.decode():
+                        for af in payload.decode():
                             for p in aout["stream"].encode(af):
                                 out.mux(p)
-                    continue
-                for frame in packet.decode():
-                    pending.append(frame)
-                    if len(pending) >= stylizer.batch_limit:
+                    return
+                pts, time_base, rgb = payload
+                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                frame.pts, frame.time_base = pts, time_base
+                for packet in vout.encode(frame):
+                    out.mux(packet)
+
+            decoded = _decode(inp, vin, ain if aout is not None else None, size, blend.strength, pipelined)
+            writer = _Behind(write, QUEUE_DEPTH) if pipelined else None
+            put = writer.put if writer else write
+            try:
+                pending: list = []
+
+                def flush():
+                    nonlocal written
+                    if not pending:
+                        return
+                    rgb = np.stack([frame for _, _, frame, _ in pending])
+                    if on_device:
+                        outputs = _stylize_on_device(stylizer, rgb, strength, blend, [f[3] for f in pending])
+                    else:
+                        batch = rgb.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
+                        if tile or keep_color or strength < 1.0 or batch_limit == 1:
+                            result = [stylize_array(stylizer, im, tile, keep_color, strength) for im in batch]
+                        else:
+                            result = np.clip(stylizer.stylize_batch(batch), 0, 1)
+                        outputs = [_to_uint8(blend.apply(img, _result(link))) if blend.strength else _to_uint8(img)
+                                   for img, (*_, link) in zip(result, pending)]
+                    for (pts, time_base, _, _), img in zip(pending, outputs):
+                        put(("video", (pts, time_base, img)))
+                    written += len(pending)
+                    pending.clear()
+                    if on_frames:
+                        on_frames(written, total)
+
+                for kind, item in (_ahead(decoded, QUEUE_DEPTH) if pipelined else decoded):
+                    if kind == "audio":
+                        put((kind, item))
+                        continue
+                    pending.append(item)
+                    if len(pending) >= batch_limit:
                         flush()
-            flush()
+                flush()
+            except BaseException:
+                if writer:
+                    writer.abandon()
+                raise
+            if writer:
+                writer.finish()
             for packet in vout.encode(None):
                 out.mux(packet)
-            if aout is not None and not aout.get("remux"):
+            if aout is not None and not aout["remux"]:
                 for p in aout["stream"].encode(None):
                     out.mux(p)
             out.close()
@@ -143,6 +180,153 @@ def stylize_video(src: str | Path, dst: str | Path, model: Stylizer | str, *, ma
     finally:
         inp.close()
     return written
+
+
+QUEUE_DEPTH = 16  # frames decoded ahead of the network, and stylized frames waiting for the encoder
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    """3 x H x W float in [0, 1] -> H x W x 3 uint8, rounded."""
+    return (image.transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _result(link):
+    """A link, waiting for it when it is being computed ahead."""
+    return link.result() if isinstance(link, Future) else link
+
+
+def _stylize_on_device(stylizer: Stylizer, rgb: np.ndarray, strength: float, blend, links: list) -> list:
+    """A batch of uint8 frames stylized, strength-blended and temporally blended on the model's device;
+    the outputs come back as uint8 H x W x 3."""
+    x = stylizer.upload(rgb)
+    y = stylizer.stylize_tensor(x)
+    if strength < 1.0:
+        y = strength * y + (1.0 - strength) * x
+    y = y.clamp_(0.0, 1.0)
+    outputs = [blend.apply(img, _result(link)) if blend.strength else img for img, link in zip(y, links)]
+    import torch
+
+    batch = torch.stack(outputs).mul_(255.0).add_(0.5).to(torch.uint8).permute(0, 2, 3, 1)
+    return list(batch.cpu().numpy())
+
+
+def _decode(inp, vin, ain, size: tuple[int, int], temporal: float, ahead: bool) -> Iterator[tuple[str, object]]:
+    """The input's packets in order: ("audio", packet) and ("video", (pts, time_base, rgb uint8
+    H x W x 3, link)), where link is the frame's temporal.link to the one before (None for the
+    first frame or with no blending); `ahead`: a Future of it, computed on a pool of threads
+    while the network runs."""
+    pool = ThreadPoolExecutor(max(1, min(4, (os.cpu_count() or 2) // 4))) if temporal and ahead else None
+    previous = None
+    try:
+        for packet in inp.demux(*([vin] + ([ain] if ain is not None else []))):
+            if packet.stream.type == "audio":
+                if packet.dts is not None:
+                    yield "audio", packet
+                continue
+            for frame in packet.decode():
+                rgb = frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
+                link = None
+                if temporal and previous is not None:
+                    link = pool.submit(_link, previous, rgb, temporal) if pool else _link(previous, rgb, temporal)
+                previous = rgb
+                yield "video", (frame.pts, frame.time_base, rgb, link)
+    except BaseException:  # the consumer stopped or decoding failed: links not started are dropped
+        if pool:
+            pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    if pool:
+        pool.shutdown(wait=False)  # the last links are still to be read
+
+
+_flows = threading.local()
+
+
+def _link(earlier: np.ndarray, later: np.ndarray, strength: float):
+    """temporal.link between two uint8 H x W x 3 frames, with this thread's own optical flow."""
+    from fastnst.temporal import Flow, link
+
+    if not hasattr(_flows, "flow"):
+        _flows.flow = Flow("fast")
+    to_float = lambda a: a.astype(np.float32).transpose(2, 0, 1) / 255.0  # noqa: E731
+    return link(to_float(earlier), to_float(later), strength, _flows.flow)
+
+
+_END = object()
+
+
+def _ahead(items: Iterator, depth: int) -> Iterator:
+    """`items`, produced on a thread up to `depth` ahead of the consumer; the producer's exception
+    is raised here, and a consumer that stops stops the producer."""
+    q: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+
+    def offer(entry) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def produce():
+        try:
+            for item in items:
+                if not offer((item, None)):
+                    return
+            offer((_END, None))
+        except BaseException as e:  # raised again in the consumer
+            offer((_END, e))
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = q.get()
+            if item is _END:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+class _Behind:
+    """Calls `consume(item)` on a thread for each item `put`, in order, up to `depth` behind;
+    `finish()` waits for the last one. The consumer's exception is raised by the next put or finish."""
+
+    def __init__(self, consume: Callable, depth: int):
+        self.consume, self.error = consume, None
+        self.queue: queue.Queue = queue.Queue(depth)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (item := self.queue.get()) is not _END:
+            if self.error is None:  # after a failure, items are drained unread so that put never blocks
+                try:
+                    self.consume(item)
+                except BaseException as e:
+                    self.error = e
+
+    def put(self, item) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(item)
+
+    def finish(self) -> None:
+        self.queue.put(_END)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def abandon(self) -> None:
+        """Stop, dropping what is queued (the caller failed)."""
+        self.error = self.error or RuntimeError("abandoned")
+        self.queue.put(_END)
+        self.thread.join()
 
 
 def _audio_stream(out, ain, dst: Path) -> dict:

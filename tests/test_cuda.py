@@ -86,3 +86,23 @@ def _packed_on(device):
     images = torch.randint(0, 256, (12, 80, 80, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     return PackedImages(images.to(device), "12 random images")
 
+
+
+@cuda
+@pytest.mark.parametrize("compile", [False, True])
+def test_cuda_video_is_the_cpu_video_to_fp16_precision(tiny_model, tmp_path, compile):
+    """`stylize video --device cuda` (fp16, channels-last, frames blended on the GPU) against the
+    CPU's fp32 numpy route, on a clip the temporal blend follows."""
+    import numpy as np
+
+    from fastnst.inference import Stylizer
+    from fastnst.video import stylize_video
+    from test_stylize import _frames, _panning_clip
+
+    src = _panning_clip(tmp_path / "pan.mp4", frames=10, size=(160, 96))
+    gpu = Stylizer(str(tiny_model), "cuda", compile=compile)
+    assert "fp16" in gpu.backend
+    for name, stylizer in (("gpu", gpu), ("cpu", Stylizer(str(tiny_model), "cpu"))):
+        assert stylize_video(src, tmp_path / f"{name}.avi", stylizer, temporal=0.5, strength=0.9) == 10
+    diff = np.abs(_frames(tmp_path / "gpu.avi") - _frames(tmp_path / "cpu.avi"))
+    assert diff.mean() < 1.0 and np.quantile(diff, 0.999) <= 6, (diff.mean(), diff.max())

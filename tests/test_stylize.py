@@ -8,7 +8,7 @@ from PIL import Image
 
 from conftest import fastnst, make_clip, one_line_error
 from fastnst.images import preserve_color
-from fastnst.inference import Stylizer, stylize_image
+from fastnst.inference import Stylizer, stylize_array, stylize_image
 
 
 def _photo(path, size=(37, 23), mode="RGB", seed=0):
@@ -260,3 +260,106 @@ def test_a_video_of_odd_size_keeps_its_size(tiny_onnx, tmp_path):
         assert r.returncode == 0, r.stderr
         info = probe(tmp_path / f"out{ext}")
         assert (info["width"], info["height"], info["frames"]) == (65, 49, 4), ext
+
+
+def _panning_clip(path, frames=8, size=(96, 64)):
+    """A clip of a smooth texture panning right 3 px a frame, with audio: motion the blend follows."""
+    import av
+
+    rng = np.random.default_rng(0)
+    w, h = size
+    small = rng.integers(0, 255, (h // 8, (w + 3 * frames) // 8, 3), dtype=np.uint8)
+    scene = np.asarray(Image.fromarray(small).resize((w + 3 * frames, h), Image.BICUBIC))
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=12)
+        v.width, v.height, v.pix_fmt = w, h, "yuv420p"
+        v.options = {"crf": "10"}
+        for i in range(frames):
+            img = np.ascontiguousarray(scene[:, 3 * (frames - i):3 * (frames - i) + w])
+            for p in v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+    return path
+
+
+def _frames(path):
+    import av
+
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)]).astype(int)
+
+
+def test_pipelined_video_is_the_frame_by_frame_video(tiny_onnx, tmp_path):
+    """Decoding, motion and encoding on threads beside the network change nothing in the output
+    (written as MPEG-4 Part 2: libx264 here does not give the same bytes twice)."""
+    from fastnst.video import stylize_video
+
+    src = _panning_clip(tmp_path / "pan.mp4")
+    stylizer = Stylizer(str(tiny_onnx))
+    seen = []
+    for pipelined in (False, True):
+        n = stylize_video(src, tmp_path / f"{pipelined}.avi", stylizer, temporal=0.5, pipelined=pipelined,
+                          on_frames=lambda done, total: seen.append(done))
+        assert n == 8
+    assert seen[-1] == 8
+    a, b = _frames(tmp_path / "False.avi"), _frames(tmp_path / "True.avi")
+    assert a.shape == (8, 64, 96, 3) and np.array_equal(a, b)
+    alone = stylize_video(src, tmp_path / "alone.avi", stylizer, temporal=0.0)
+    assert alone == 8 and np.abs(_frames(tmp_path / "alone.avi") - b).mean() > 0.5  # the blend was on
+
+
+def test_frames_stylized_on_the_device_are_the_numpy_frames(tiny_model):
+    """The GPU route (uint8 frames uploaded, stylized, strength- and temporally blended as tensors),
+    run here on the CPU, against the numpy route the CPU takes."""
+    from fastnst.temporal import TemporalBlend
+    from fastnst.temporal_torch import TorchTemporalBlend
+    from fastnst.video import _link, _stylize_on_device, _to_uint8
+
+    stylizer = Stylizer(str(tiny_model), "cpu")
+    rng = np.random.default_rng(2)
+    small = rng.integers(0, 255, (8, 14, 3), dtype=np.uint8)
+    scene = np.asarray(Image.fromarray(small).resize((112, 64), Image.BICUBIC))
+    rgb = np.stack([np.ascontiguousarray(scene[:, 12 - 4 * i:12 - 4 * i + 96]) for i in range(3)])
+    links = [None] + [_link(rgb[i - 1], rgb[i], 0.5) for i in (1, 2)]
+    assert all(link is not None for link in links[1:])
+    got = _stylize_on_device(stylizer, rgb, 0.7, TorchTemporalBlend(0.5), links)
+    blend = TemporalBlend(0.5)
+    expected = [_to_uint8(blend.apply(stylize_array(stylizer, f.astype(np.float32).transpose(2, 0, 1) / 255, None,
+                                                    False, 0.7), link)) for f, link in zip(rgb, links)]
+    assert np.abs(np.stack(got).astype(int) - np.stack(expected)).max() <= 1
+
+
+def test_video_threads_raise_in_the_caller_and_stop():
+    from fastnst.video import _ahead, _Behind
+
+    def failing():
+        yield 1
+        raise ValueError("bad frame")
+
+    with pytest.raises(ValueError, match="bad frame"):
+        list(_ahead(failing(), 2))
+    produced = []
+
+    def endless():
+        for i in range(10 ** 6):
+            produced.append(i)
+            yield i
+
+    for i in _ahead(endless(), 2):
+        if i == 3:
+            break  # the producer stops too, a few items ahead at most
+    assert len(produced) <= 8
+    written = []
+
+    def write(item):
+        if item == 2:
+            raise OSError("disk full")
+        written.append(item)
+
+    behind = _Behind(write, 2)
+    with pytest.raises(OSError, match="disk full"):
+        for i in range(100):
+            behind.put(i)
+        behind.finish()
+    assert written == [0, 1]

@@ -130,3 +130,24 @@ def test_colour_matching_gives_the_reference_mean_and_covariance():
     out = match_colours(image, reference)
     np.testing.assert_allclose(out.mean((1, 2)), reference.mean((1, 2)), atol=1e-4)
     np.testing.assert_allclose(np.cov(out.reshape(3, -1)), np.cov(reference.reshape(3, -1)), atol=1e-5)
+
+
+def test_the_torch_blend_step_is_the_numpy_one(shared_data):
+    """temporal_torch.follow (frames on the GPU) against temporal.follow (numpy, OpenCV) on two
+    Sintel frames: same warp, blurs and colour map."""
+    import torch
+
+    from fastnst import temporal, temporal_torch
+    from fastnst.images import open_image, pil_to_array
+
+    files = sorted((shared_data / "video" / "sintel_mountain_2").glob("*.png"))[:2]
+    earlier, later = (pil_to_array(open_image(f).resize((256, 109))) for f in files)
+    link = temporal.link(earlier, later, 0.5, temporal.Flow("fast"))
+    assert link is not None and 0.2 < link.weight.mean() <= 0.5
+    rng = np.random.default_rng(0)
+    previous = np.clip(earlier + 0.2 * rng.standard_normal(earlier.shape, dtype=np.float32), 0, 1)
+    stylized = np.clip(later[::-1] * 0.8 + 0.2 * rng.standard_normal(later.shape, dtype=np.float32), 0, 1)
+    expected = temporal.follow(previous, stylized, link)
+    got = temporal_torch.follow(torch.from_numpy(previous), torch.from_numpy(stylized), link).numpy()
+    assert np.abs(got - expected).max() < 1e-3
+    assert np.abs(expected - stylized).mean() > 0.01  # the blend did something
