@@ -53,7 +53,7 @@ def main():
     cuda = args.device != "cpu" and torch.cuda.is_available()
     tmp = Path(tempfile.mkdtemp())
     fp32 = export(args.model, tmp / "m.onnx")["path"]
-    backends = {"pytorch eager": Stylizer(args.model, "cuda" if cuda else "cpu"),
+    backends = {"pytorch eager": Stylizer(args.model, "cuda" if cuda else "cpu", fp16=False),
                 "onnxruntime fp32": Stylizer(str(fp32), args.device)}
     q = quantize_int8(fp32, tmp / "m.int8.onnx", DATA / "coco")
     backends["onnxruntime int8"] = Stylizer(str(q["path"]), "cpu")

@@ -36,11 +36,12 @@ class Stylizer:
     (PyTorch, the training install). `stylize_batch` maps float32 N x 3 x H x W batches in [0, 1].
     """
 
-    def __init__(self, model: str, device: str = "auto", tiling: bool = False, compile: bool = False):
+    def __init__(self, model: str, device: str = "auto", tiling: bool = False, compile: bool = False,
+                 fp16: bool = True):
         """tiling: prefer the PyTorch model file next to an ONNX model (NAME.safetensors beside
         NAME.onnx), whose tiles can share whole-image normalisation statistics (when torch is
-        installed). On `device` cuda that file is preferred too: PyTorch runs it in fp16,
-        channels-last, and `compile` (torch.compile: about a minute to start) for long videos."""
+        installed). On `device` cuda that file is preferred too: PyTorch runs it in `fp16` (autocast,
+        channels-last; False: plain fp32) and `compile`d if asked (torch.compile: a minute to start)."""
         self.path = resolve_model(model)
         self.device = device
         if (tiling or device.startswith("cuda")) and self.path.suffix == ".onnx" and torch_installed():
@@ -50,7 +51,7 @@ class Stylizer:
         if self.path.suffix == ".onnx":
             self._load_onnx()
         else:
-            self._load_torch(compile)
+            self._load_torch(compile, fp16)
         self.name = self.metadata.get("style_name") or self.path.stem
 
     def _load_onnx(self) -> None:
@@ -69,7 +70,7 @@ class Stylizer:
         self.net = None
         self.batch_limit = 8 if "CUDA" in self.session.get_providers()[0] else 1
 
-    def _load_torch(self, compile: bool = False) -> None:
+    def _load_torch(self, compile: bool = False, fp16: bool = True) -> None:
         require_training_install(f"{self.path}: a PyTorch model file (use its .onnx export, or)")
         import torch
 
@@ -81,12 +82,12 @@ class Stylizer:
         self.session = None
         self.net.requires_grad_(False)
         on_gpu = self.torch_device.type == "cuda"
-        if on_gpu:
+        self.channels_last = on_gpu and fp16
+        if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
         self.forward = torch.compile(self.net) if compile and on_gpu else self.net
-        # fp16 on the GPU: instance norm's statistics stay fp32 under autocast
-        self.autocast = torch.autocast("cuda", dtype=torch.float16, enabled=on_gpu)
-        details = (", fp16" if on_gpu else "") + (", compiled" if compile and on_gpu else "")
+        self.autocast = torch.autocast("cuda", dtype=torch.float16, enabled=on_gpu and fp16)
+        details = (", fp16" if on_gpu and fp16 else "") + (", compiled" if compile and on_gpu else "")
         self.backend = f"PyTorch ({self.torch_device}{details})"
         self.batch_limit = 8 if on_gpu else 1
         self._torch = torch
@@ -108,7 +109,7 @@ class Stylizer:
         """A float32 N x 3 x H x W tensor in [0, 1] on the model's device -> the stylized batch,
         float32 there, not clipped (PyTorch models)."""
         torch = self._torch
-        if self.torch_device.type == "cuda":
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.no_grad(), self.autocast:
             y = self.forward(x)

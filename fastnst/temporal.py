@@ -32,6 +32,7 @@ BLEND_MAX_INPUT_CHANGE = 0.1
 # and its colours are mapped to the same mean and covariance. Chosen by measurement (README, "Video
 # without flicker"): a sharper split or no colour step cost more J for the same warping error.
 DETAIL_SIGMA, DETAIL_WINDOW, DETAIL_MAX_GAIN = 1.0, 4.0, 3.0
+BLEND_FLOW_PRESET = "fast"  # the blend's DIS flow (measure_flicker's is "medium")
 
 
 def _cv2():
@@ -64,30 +65,36 @@ class Flow:
         return self.dis.calc(later, earlier, None)
 
 
-def _sample(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """An H x W (x C) float32 array sampled at each pixel plus its flow, bilinearly."""
-    cv2 = _cv2()
+def _coordinates(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each pixel's flow points: x and y maps (H x W float32)."""
     h, w = flow.shape[:2]
-    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    return cv2.remap(image, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    fx, fy = _cv2().split(flow)
+    return fx + np.arange(w, dtype=np.float32), fy + np.arange(h, dtype=np.float32)[:, None]
+
+
+def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """An H x W (x C) float32 array sampled bilinearly at the maps x, y (borders replicated)."""
+    cv2 = _cv2()
+    return cv2.remap(image, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def warp(frame: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """A frame (3 x H x W) moved along `flow`: the earlier frame lined up with the later one."""
-    return _sample(np.ascontiguousarray(frame.transpose(1, 2, 0), dtype=np.float32), flow).transpose(2, 0, 1)
+    image = np.ascontiguousarray(frame.transpose(1, 2, 0), dtype=np.float32)
+    return _sample(image, *_coordinates(flow)).transpose(2, 0, 1)
 
 
 def visible(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
     """H x W bool: the pixels of the later frame that the `backward` flow (later -> earlier) traces
     to a visible pixel of the earlier frame, checked against the `forward` flow (earlier -> later)."""
     h, w = backward.shape[:2]
-    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    x1, y1 = xs + backward[..., 0], ys + backward[..., 1]
-    inside = (x1 >= 0) & (x1 <= w - 1) & (y1 >= 0) & (y1 <= h - 1)
-    forward_there = _sample(forward, backward)
-    loop = backward + forward_there
-    bound = CONSISTENCY_SCALE * ((backward ** 2).sum(-1) + (forward_there ** 2).sum(-1)) + CONSISTENCY_OFFSET
-    return inside & ((loop ** 2).sum(-1) <= bound)
+    x, y = _coordinates(backward)
+    inside = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+    bx, by = _cv2().split(backward)
+    fx, fy = _cv2().split(_sample(forward, x, y))
+    loop = (bx + fx) ** 2 + (by + fy) ** 2
+    bound = CONSISTENCY_SCALE * (bx * bx + by * by + fx * fx + fy * fy) + CONSISTENCY_OFFSET
+    return inside & (loop <= bound)
 
 
 def _blur(a: np.ndarray, sigma: float) -> np.ndarray:
@@ -112,15 +119,22 @@ def _sqrtm(c: np.ndarray, power: float = 0.5) -> np.ndarray:
     return (v * np.clip(w, 1e-8, None) ** power) @ v.T
 
 
+def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mean (3) and covariance (3 x 3, float64) of the columns of a 3 x N array, in one product."""
+    x = x.astype(np.float64)
+    mean = x.mean(1)
+    return mean, (x @ x.T - x.shape[1] * np.outer(mean, mean)) / max(x.shape[1] - 1, 1)
+
+
 def match_colours(image: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """`image` mapped linearly to the colour mean and covariance of `reference` (the Monge-Kantorovich
     map between two Gaussians, Pitie and Kokaram 2007)."""
-    a, b = image.reshape(3, -1).astype(np.float64), reference.reshape(3, -1).astype(np.float64)
-    ca, cb = np.cov(a), np.cov(b)
+    a = image.reshape(3, -1)
+    (ma, ca), (mb, cb) = _moments(a), _moments(reference.reshape(3, -1))
     root, inverse_root = _sqrtm(ca), _sqrtm(ca, -0.5)
     transform = inverse_root @ _sqrtm(root @ cb @ root) @ inverse_root
-    out = transform @ (a - a.mean(1, keepdims=True)) + b.mean(1, keepdims=True)
-    return np.clip(out.reshape(image.shape), 0.0, 1.0).astype(np.float32)
+    out = transform.astype(np.float32) @ a + (mb - transform @ ma).astype(np.float32)[:, None]
+    return np.clip(out.reshape(image.shape), 0.0, 1.0)
 
 
 @dataclass
@@ -225,11 +239,11 @@ class TemporalBlend:
     returns frames in order; `apply(stylized, link)` does the same with the frame's link to the last
     one computed ahead (`link`, None for the first frame or a cut)."""
 
-    def __init__(self, strength: float = DEFAULT_TEMPORAL, preset: str = "fast"):
+    def __init__(self, strength: float = DEFAULT_TEMPORAL):
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"temporal strength must be in [0, 1], got {strength}")
-        self.strength, self.preset = strength, preset
-        self.flow = Flow(preset) if strength > 0 else None
+        self.strength = strength
+        self.flow = Flow(BLEND_FLOW_PRESET) if strength > 0 else None
         self.previous_input: np.ndarray | None = None
         self.previous = None  # the last output
         self.cuts = 0

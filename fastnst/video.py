@@ -183,6 +183,7 @@ def stylize_video(src: str | Path, dst: str | Path, model: Stylizer | str, *, ma
 
 
 QUEUE_DEPTH = 16  # frames decoded ahead of the network, and stylized frames waiting for the encoder
+LINK_THREADS = max(1, min(8, (os.cpu_count() or 2) // 2))  # computing the motion between frames ahead
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
@@ -215,7 +216,7 @@ def _decode(inp, vin, ain, size: tuple[int, int], temporal: float, ahead: bool) 
     H x W x 3, link)), where link is the frame's temporal.link to the one before (None for the
     first frame or with no blending); `ahead`: a Future of it, computed on a pool of threads
     while the network runs."""
-    pool = ThreadPoolExecutor(max(1, min(4, (os.cpu_count() or 2) // 4))) if temporal and ahead else None
+    pool = ThreadPoolExecutor(LINK_THREADS) if temporal and ahead else None
     previous = None
     try:
         for packet in inp.demux(*([vin] + ([ain] if ain is not None else []))):
@@ -243,10 +244,10 @@ _flows = threading.local()
 
 def _link(earlier: np.ndarray, later: np.ndarray, strength: float):
     """temporal.link between two uint8 H x W x 3 frames, with this thread's own optical flow."""
-    from fastnst.temporal import Flow, link
+    from fastnst.temporal import BLEND_FLOW_PRESET, Flow, link
 
     if not hasattr(_flows, "flow"):
-        _flows.flow = Flow("fast")
+        _flows.flow = Flow(BLEND_FLOW_PRESET)
     to_float = lambda a: a.astype(np.float32).transpose(2, 0, 1) / 255.0  # noqa: E731
     return link(to_float(earlier), to_float(later), strength, _flows.flow)
 
