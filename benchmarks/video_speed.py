@@ -6,6 +6,8 @@ and written to a temporary file; then frames per second are measured
 - for the network alone (with the copies to and from the device): the baseline, one fp32 frame at
   a time from float frames on the host, against the video path's batches of uint8 frames converted
   on the device (fp16, channels-last on a GPU; and compiled);
+- each CPU stage alone (decoding, the motion between frames for the temporal blend, encoding), to
+  see which one bounds the end-to-end rate;
 - end to end (`stylize_video`: decode, stylize, temporal blend, encode, audio copied; file to
   file), `pipelined=False` with the baseline network against the default path.
 
@@ -93,6 +95,45 @@ def network_alone(stylizer: Stylizer, rgb: np.ndarray, batched: bool) -> float:
     return frames_per_second(run, len(rgb))
 
 
+def stages_alone(clip: Path, rgb: np.ndarray) -> dict[str, float]:
+    """Frames per second of each stage of the video path on its own, on this machine's CPU: decoding
+    to RGB (with FFmpeg's threads), the motion between frames (one thread, and the path's pool),
+    encoding (H.264 as stylize_video writes it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import av
+
+    from fastnst.video import LINK_THREADS, _link
+
+    def decode():
+        with av.open(str(clip)) as c:
+            c.streams.video[0].thread_type = "AUTO"
+            for _, f in zip(range(len(rgb)), c.decode(video=0)):
+                f.to_ndarray(format="rgb24")
+
+    def links(threads):
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda i: _link(rgb[i - 1], rgb[i], DEFAULT_TEMPORAL), range(1, len(rgb))))
+
+    def encode():
+        with av.open(os.devnull, "w", format="mp4") as out:
+            v = out.add_stream("libx264", rate=24)
+            v.width, v.height, v.pix_fmt = rgb.shape[2], rgb.shape[1], "yuv420p"
+            v.options = {"crf": "18", "preset": "medium"}
+            for i, frame in enumerate(rgb):
+                f = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                f.pts = i
+                for packet in v.encode(f):
+                    out.mux(packet)
+            for packet in v.encode(None):
+                out.mux(packet)
+
+    return {"decode to RGB": frames_per_second(decode, len(rgb)),
+            "motion, 1 thread": frames_per_second(lambda: links(1), len(rgb) - 1),
+            f"motion, {LINK_THREADS} threads": frames_per_second(lambda: links(LINK_THREADS), len(rgb) - 1),
+            "encode H.264 (crf 18, medium)": frames_per_second(encode, len(rgb))}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="starry_night", help="a shipped name or model file")
@@ -126,6 +167,8 @@ def main():
 
     with av.open(str(clip)) as c:
         rgb = np.stack([f.to_ndarray(format="rgb24") for _, f in zip(range(args.network_frames), c.decode(video=0))])
+    for name, fps in stages_alone(clip, rgb).items():
+        print(f"stage alone, {name}: {fps:8.2f} frames/s")
     base = network_alone(baseline, rgb, batched=False)
     print(f"network alone, baseline ({baseline.backend}, 1 frame at a time): {base:8.2f} frames/s")
     for name, stylizer in fast.items():
