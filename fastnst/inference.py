@@ -85,9 +85,10 @@ class Stylizer:
         self.channels_last = on_gpu and fp16
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
-        self.forward = torch.compile(self.net) if compile and on_gpu else self.net
+        self.compiled = compile and on_gpu
+        self.forward = torch.compile(self.net) if self.compiled else self.net
         self.autocast = torch.autocast("cuda", dtype=torch.float16, enabled=on_gpu and fp16)
-        details = (", fp16" if on_gpu and fp16 else "") + (", compiled" if compile and on_gpu else "")
+        details = (", fp16" if on_gpu and fp16 else "") + (", compiled" if self.compiled else "")
         self.backend = f"PyTorch ({self.torch_device}{details})"
         self.batch_limit = 8 if on_gpu else 1
         self._torch = torch
@@ -109,11 +110,14 @@ class Stylizer:
         """A float32 N x 3 x H x W tensor in [0, 1] on the model's device -> the stylized batch,
         float32 there, not clipped (PyTorch models)."""
         torch = self._torch
+        n = len(x)
+        if self.compiled and n < self.batch_limit:  # one batch shape: a short last batch would recompile
+            x = torch.cat([x, x[-1:].expand(self.batch_limit - n, -1, -1, -1)])
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.no_grad(), self.autocast:
             y = self.forward(x)
-        return y.float().contiguous()
+        return y[:n].float().contiguous()
 
     def __call__(self, image, *, strength: float = 1.0, preserve_color: bool = False, max_size: int | None = None,
                  tile: int | None = None):

@@ -363,3 +363,19 @@ def test_video_threads_raise_in_the_caller_and_stop():
             behind.put(i)
         behind.finish()
     assert written == [0, 1]
+
+
+def test_a_compiled_model_gets_full_batches_with_the_same_outputs(tiny_model):
+    """A compiled model (CUDA) pads a short last batch to its batch size, so that it compiles once;
+    the padding does not change the frames' outputs (instance norm is per image)."""
+    import torch
+
+    stylizer = Stylizer(str(tiny_model), "cpu")
+    x = torch.rand(3, 3, 40, 56)
+    expected = stylizer.stylize_tensor(x)
+    seen = []
+    stylizer.compiled, stylizer.batch_limit = True, 8  # as Stylizer(..., "cuda", compile=True) sets them
+    stylizer.forward = lambda batch: seen.append(batch.shape[0]) or stylizer.net(batch)
+    got = stylizer.stylize_tensor(x)
+    assert seen == [8] and got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=1e-5)
