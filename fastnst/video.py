@@ -8,6 +8,7 @@ Outputs are written under a temporary name and renamed when complete.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import threading
@@ -68,111 +69,41 @@ def stylize_video(src: str | Path, dst: str | Path, model: Stylizer | str, *, ma
     network, up to QUEUE_DEPTH frames ahead and behind; False does all of it in turn, frame by frame.
     With a PyTorch model on the GPU, frames are converted, stylized and blended there."""
     stylizer = Stylizer(model, device) if isinstance(model, (str, Path)) else model  # or AnyStyle
-    src, dst, keep_color = Path(src), Path(dst), preserve_color
+    src, dst = Path(src), Path(dst)
     if src.suffix.lower() == ".gif":
-        return stylize_gif(stylizer, src, dst, max_size, keep_color, strength, tile, on_frames,
+        return stylize_gif(stylizer, src, dst, max_size, preserve_color, strength, tile, on_frames,
                            TemporalBlend(temporal))
-    import av
-
-    codec = VIDEO_CODECS.get(dst.suffix.lower())
-    if codec is None:
+    if dst.suffix.lower() not in VIDEO_CODECS:
         raise UserError(f"{dst}: cannot write video with extension {dst.suffix!r}")
-    on_device = getattr(stylizer, "torch_device", None) is not None and stylizer.torch_device.type == "cuda" \
-        and not (tile or keep_color)
-    if on_device:
+
+    # the route: uint8 frames kept on the model's GPU, or float frames through numpy
+    torch_device = getattr(stylizer, "torch_device", None)
+    if torch_device is not None and torch_device.type == "cuda" and not (tile or preserve_color):
         from fastnst.temporal_torch import TorchTemporalBlend
 
         blend = TorchTemporalBlend(temporal)
+        stylize = functools.partial(_stylize_on_device, stylizer, blend=blend, strength=strength)
     else:
         blend = TemporalBlend(temporal)
-    batch_limit = stylizer.batch_limit if pipelined else 1
+        stylize = functools.partial(_stylize_on_host, stylizer, blend=blend, strength=strength, tile=tile,
+                                    keep_color=preserve_color)
+
     inp = _open(src)
-    written = 0
     try:
         with atomic_path(dst) as tmp:
             vin = inp.streams.video[0]
             if pipelined:
                 vin.thread_type = "AUTO"  # frame and slice threads
             ain = inp.streams.audio[0] if inp.streams.audio else None
-            total = vin.frames or None
             size = fit_max_size((vin.codec_context.width, vin.codec_context.height), max_size)
-            out = av.open(str(tmp), mode="w", format=None if dst.suffix.lower() != ".mkv" else "matroska")
-            rate = vin.average_rate or vin.guessed_rate or 24
-            vout = out.add_stream(codec, rate=rate)
-            vout.width, vout.height = size
-            # H.264 takes odd sizes only in 4:4:4 (High 4:4:4: not every hardware player); others in 4:2:0.
-            vout.pix_fmt = "yuv444p" if codec == "libx264" and (size[0] % 2 or size[1] % 2) else "yuv420p"
-            vout.time_base = vin.time_base
-            if codec == "libx264":
-                vout.options = {"crf": "18", "preset": "medium"}
-            aout = _audio_stream(out, ain, dst) if ain is not None else None
-
-            def write(item) -> None:
-                """Encode a stylized frame or copy an audio packet; one thread does all the writing."""
-                kind, payload = item
-                if kind == "audio":
-                    if aout["remux"]:
-                        payload.stream = aout["stream"]
-                        out.mux(payload)
-                    else:
-                        for af in payload.decode():
-                            for p in aout["stream"].encode(af):
-                                out.mux(p)
-                    return
-                pts, time_base, rgb = payload
-                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                frame.pts, frame.time_base = pts, time_base
-                for packet in vout.encode(frame):
-                    out.mux(packet)
-
-            decoded = _decode(inp, vin, ain if aout is not None else None, size, blend.strength, pipelined)
-            writer = _Behind(write, QUEUE_DEPTH) if pipelined else None
-            put = writer.put if writer else write
+            output = _VideoOutput(tmp, dst, vin, ain, size)
             try:
-                pending: list = []
-
-                def flush():
-                    nonlocal written
-                    if not pending:
-                        return
-                    rgb = np.stack([frame for _, _, frame, _ in pending])
-                    if on_device:
-                        outputs = _stylize_on_device(stylizer, rgb, strength, blend, [f[3] for f in pending])
-                    else:
-                        batch = rgb.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
-                        if tile or keep_color or strength < 1.0 or batch_limit == 1:
-                            result = [stylize_array(stylizer, im, tile, keep_color, strength) for im in batch]
-                        else:
-                            result = np.clip(stylizer.stylize_batch(batch), 0, 1)
-                        outputs = [_to_uint8(blend.apply(img, _result(link))) if blend.strength else _to_uint8(img)
-                                   for img, (*_, link) in zip(result, pending)]
-                    for (pts, time_base, _, _), img in zip(pending, outputs):
-                        put(("video", (pts, time_base, img)))
-                    written += len(pending)
-                    pending.clear()
-                    if on_frames:
-                        on_frames(written, total)
-
-                for kind, item in (_ahead(decoded, QUEUE_DEPTH) if pipelined else decoded):
-                    if kind == "audio":
-                        put((kind, item))
-                        continue
-                    pending.append(item)
-                    if len(pending) >= batch_limit:
-                        flush()
-                flush()
-            except BaseException:
-                if writer:
-                    writer.abandon()
-                raise
-            if writer:
-                writer.finish()
-            for packet in vout.encode(None):
-                out.mux(packet)
-            if aout is not None and not aout["remux"]:
-                for p in aout["stream"].encode(None):
-                    out.mux(p)
-            out.close()
+                decoded = _decode(inp, vin, ain, size, blend.strength, ahead=pipelined)
+                written = _stylize_stream(decoded, stylize, output.write, stylizer.batch_limit if pipelined else 1,
+                                          pipelined, lambda done: on_frames and on_frames(done, vin.frames or None))
+                output.finish()
+            finally:
+                output.close()
     except UserError:
         raise
     except Exception as e:
@@ -186,6 +117,96 @@ QUEUE_DEPTH = 16  # frames decoded ahead of the network, and stylized frames wai
 LINK_THREADS = max(1, min(8, (os.cpu_count() or 2) // 2))  # computing the motion between frames ahead
 
 
+def _stylize_stream(decoded: Iterator, stylize: Callable, write: Callable, batch_limit: int, pipelined: bool,
+                    on_frames: Callable[[int], object]) -> int:
+    """Items of `_decode` in; frames stylized `batch_limit` at a time; every item written in order
+    (on a thread when `pipelined`). Returns the number of frames."""
+    writer = _Behind(write, QUEUE_DEPTH) if pipelined else None
+    put = writer.put if writer else write
+    written, pending = 0, []
+
+    def flush():
+        nonlocal written
+        if pending:
+            outputs = stylize(np.stack([rgb for _, _, rgb, _ in pending]), [link for *_, link in pending])
+            for (pts, time_base, _, _), rgb in zip(pending, outputs):
+                put(("video", (pts, time_base, rgb)))
+            written += len(pending)
+            pending.clear()
+            on_frames(written)
+
+    try:
+        for kind, item in (_ahead(decoded, QUEUE_DEPTH) if pipelined else decoded):
+            if kind == "audio":
+                put((kind, item))
+            else:
+                pending.append(item)
+                if len(pending) >= batch_limit:
+                    flush()
+        flush()
+    except BaseException:
+        if writer:
+            writer.abandon()
+        raise
+    if writer:
+        writer.finish()
+    return written
+
+
+class _VideoOutput:
+    """The output file: one video stream with the input's time base and frame rate at `size`, and the
+    input's audio, copied when the container takes its codec, else re-encoded. `write` takes the
+    items of `_stylize_stream` (from one thread)."""
+
+    def __init__(self, path: Path, dst: Path, vin, ain, size: tuple[int, int]):
+        import av
+
+        self.av = av
+        self.container = av.open(str(path), mode="w", format=None if dst.suffix.lower() != ".mkv" else "matroska")
+        codec = VIDEO_CODECS[dst.suffix.lower()]
+        self.video = self.container.add_stream(codec, rate=vin.average_rate or vin.guessed_rate or 24)
+        self.video.width, self.video.height = size
+        # H.264 takes odd sizes only in 4:4:4 (High 4:4:4: not every hardware player); others in 4:2:0.
+        self.video.pix_fmt = "yuv444p" if codec == "libx264" and (size[0] % 2 or size[1] % 2) else "yuv420p"
+        self.video.time_base = vin.time_base
+        if codec == "libx264":
+            self.video.options = {"crf": "18", "preset": "medium"}
+        self.audio, self.remux = None, False
+        if ain is not None:
+            try:
+                self.audio, self.remux = self.container.add_stream_from_template(ain), True
+            except Exception:  # the container does not take the input's audio codec
+                codec = FALLBACK_AUDIO.get(dst.suffix.lower(), "aac")
+                self.audio = self.container.add_stream(codec, rate=ain.codec_context.sample_rate)
+
+    def write(self, item: tuple) -> None:
+        kind, payload = item
+        if kind == "video":
+            pts, time_base, rgb = payload
+            frame = self.av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = pts, time_base
+            self._mux(self.video.encode(frame))
+        elif self.remux:
+            payload.stream = self.audio
+            self.container.mux(payload)
+        else:
+            for samples in payload.decode():
+                self._mux(self.audio.encode(samples))
+
+    def _mux(self, packets) -> None:
+        for packet in packets:
+            self.container.mux(packet)
+
+    def finish(self) -> None:
+        """Flush the encoders."""
+        self._mux(self.video.encode(None))
+        if self.audio is not None and not self.remux:
+            self._mux(self.audio.encode(None))
+
+    def close(self) -> None:
+        self.container.close()
+
+
 def _to_uint8(image: np.ndarray) -> np.ndarray:
     """3 x H x W float in [0, 1] -> H x W x 3 uint8, rounded."""
     return (image.transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8)
@@ -196,17 +217,29 @@ def _result(link):
     return link.result() if isinstance(link, Future) else link
 
 
-def _stylize_on_device(stylizer: Stylizer, rgb: np.ndarray, strength: float, blend, links: list) -> list:
+def _stylize_on_host(stylizer: Stylizer, rgb: np.ndarray, links: list, *, blend: TemporalBlend, strength: float,
+                     tile: int | None, keep_color: bool) -> list:
+    """A batch of uint8 frames (N x H x W x 3) stylized and blended as float arrays; uint8 out."""
+    batch = rgb.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
+    if tile or keep_color or strength < 1.0 or len(batch) == 1:
+        result = [stylize_array(stylizer, image, tile, keep_color, strength) for image in batch]
+    else:
+        result = np.clip(stylizer.stylize_batch(batch), 0, 1)
+    return [_to_uint8(blend.apply(image, _result(link)) if blend.strength else image)
+            for image, link in zip(result, links)]
+
+
+def _stylize_on_device(stylizer: Stylizer, rgb: np.ndarray, links: list, *, blend, strength: float) -> list:
     """A batch of uint8 frames stylized, strength-blended and temporally blended on the model's device;
     the outputs come back as uint8 H x W x 3."""
+    import torch
+
     x = stylizer.upload(rgb)
     y = stylizer.stylize_tensor(x)
     if strength < 1.0:
         y = strength * y + (1.0 - strength) * x
     y = y.clamp_(0.0, 1.0)
-    outputs = [blend.apply(img, _result(link)) if blend.strength else img for img, link in zip(y, links)]
-    import torch
-
+    outputs = [blend.apply(image, _result(link)) if blend.strength else image for image, link in zip(y, links)]
     batch = torch.stack(outputs).mul_(255.0).add_(0.5).to(torch.uint8).permute(0, 2, 3, 1)
     return list(batch.cpu().numpy())
 
@@ -328,16 +361,6 @@ class _Behind:
         self.error = self.error or RuntimeError("abandoned")
         self.queue.put(_END)
         self.thread.join()
-
-
-def _audio_stream(out, ain, dst: Path) -> dict:
-    """Copy the audio track as is when the container takes its codec, else re-encode it."""
-    try:
-        return {"stream": out.add_stream_from_template(ain), "remux": True}
-    except Exception:
-        codec = FALLBACK_AUDIO.get(dst.suffix.lower(), "aac")
-        stream = out.add_stream(codec, rate=ain.codec_context.sample_rate)
-        return {"stream": stream, "remux": False}
 
 
 def _read_gif(src: Path) -> tuple[list[Image.Image], list[int], int]:
