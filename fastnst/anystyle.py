@@ -115,10 +115,15 @@ def is_any_style(model: str) -> bool:
 
 def open_stages(model: str, device: str = "auto"):
     """A shipped name (any-style), a folder of exported stages, or a decoders .safetensors file (PyTorch):
-    (its path, its stages), loaded once per process."""
-    from fastnst.modelfile import resolve_any_style
+    (its path, its stages), loaded once per process. On `device` cuda, the decoders file beside the
+    exported folder runs on PyTorch (the training install)."""
+    from fastnst.inference import torch_installed
+    from fastnst.modelfile import model_sibling, resolve_any_style
 
     path = resolve_any_style(model)
+    if path.is_dir() and device.startswith("cuda") and torch_installed():  # as Stylizer: PyTorch on a GPU
+        twin = model_sibling(path, ".safetensors")
+        path = twin if twin.is_file() else path
     return path, _load_stages(path.resolve(), device)
 
 

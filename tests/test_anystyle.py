@@ -241,3 +241,15 @@ def test_compare_scores_any_style_on_the_objective(decoders, shared_data, tmp_pa
     assert report["loss"]["style_weight"] == 3 and report["style"] == "wave"
     row = report["rows"][0]
     assert row["network_J"] > 0 and set(row["starts"]) == {"noise", "content"}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the route where there is no GPU")
+def test_any_style_on_cuda_runs_the_decoders_file_on_pytorch():
+    """`--device cuda` takes the shipped decoders file beside the exported stages (PyTorch, as per-style
+    models do), not onnxruntime's CUDA provider: here it is PyTorch that says there is no GPU."""
+    from fastnst.anystyle import open_stages
+
+    with pytest.raises(UserError, match="no CUDA GPU is available to PyTorch"):
+        open_stages("any-style", "cuda")
+    path, _ = open_stages("any-style", "cpu")
+    assert path.is_dir()
