@@ -78,10 +78,14 @@ def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return cv2.remap(image, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
+def _channels_last(frame: np.ndarray) -> np.ndarray:
+    """3 x H x W -> H x W x 3 float32 (no copy when its memory is already in that order)."""
+    return np.ascontiguousarray(frame.transpose(1, 2, 0), dtype=np.float32)
+
+
 def warp(frame: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """A frame (3 x H x W) moved along `flow`: the earlier frame lined up with the later one."""
-    image = np.ascontiguousarray(frame.transpose(1, 2, 0), dtype=np.float32)
-    return _sample(image, *_coordinates(flow)).transpose(2, 0, 1)
+    return _sample(_channels_last(frame), *_coordinates(flow)).transpose(2, 0, 1)
 
 
 def visible(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
@@ -217,7 +221,9 @@ def link(earlier: np.ndarray, later: np.ndarray, strength: float, flow: Flow) ->
     if earlier.shape != later.shape:
         return None
     motion = Motion.between(gray(earlier), gray(later), flow)
-    change = np.abs(warp(earlier, motion.backward) - later).mean(0)
+    cv2 = _cv2()
+    warped = _sample(_channels_last(earlier), *_coordinates(motion.backward))
+    change = cv2.transform(cv2.absdiff(warped, _channels_last(later)), np.full((1, 3), 1 / 3, np.float32))
     traced = motion.mask.mean()
     if traced < CUT_VISIBLE_FRACTION or (traced and change[motion.mask].mean() > CUT_RESIDUAL):
         return None

@@ -281,7 +281,7 @@ def _link(earlier: np.ndarray, later: np.ndarray, strength: float):
 
     if not hasattr(_flows, "flow"):
         _flows.flow = Flow(BLEND_FLOW_PRESET)
-    to_float = lambda a: a.astype(np.float32).transpose(2, 0, 1) / 255.0  # noqa: E731
+    to_float = lambda a: np.divide(a, np.float32(255), dtype=np.float32).transpose(2, 0, 1)  # noqa: E731
     return link(to_float(earlier), to_float(later), strength, _flows.flow)
 
 
