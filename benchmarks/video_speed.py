@@ -97,13 +97,13 @@ def network_alone(stylizer: Stylizer, rgb: np.ndarray, batched: bool) -> float:
 
 def stages_alone(clip: Path, rgb: np.ndarray) -> dict[str, float]:
     """Frames per second of each stage of the video path on its own, on this machine's CPU: decoding
-    to RGB (with FFmpeg's threads), the motion between frames (one thread, and the path's pool),
-    encoding (H.264 as stylize_video writes it)."""
+    to RGB (with FFmpeg's threads), the motion between frames (one thread, and the path's pool; the
+    GPU route computes only the optical flows on the CPU), encoding (H.264 as stylize_video writes it)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import av
 
-    from fastnst.video import LINK_THREADS, _link
+    from fastnst.video import LINK_THREADS, _flows, _link
 
     def decode():
         with av.open(str(clip)) as c:
@@ -111,9 +111,9 @@ def stages_alone(clip: Path, rgb: np.ndarray) -> dict[str, float]:
             for _, f in zip(range(len(rgb)), c.decode(video=0)):
                 f.to_ndarray(format="rgb24")
 
-    def links(threads):
+    def links(threads, motion=lambda a, b: _link(a, b, DEFAULT_TEMPORAL)):
         with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(lambda i: _link(rgb[i - 1], rgb[i], DEFAULT_TEMPORAL), range(1, len(rgb))))
+            list(pool.map(lambda i: motion(rgb[i - 1], rgb[i]), range(1, len(rgb))))
 
     def encode():
         with av.open(os.devnull, "w", format="mp4") as out:
@@ -129,8 +129,11 @@ def stages_alone(clip: Path, rgb: np.ndarray) -> dict[str, float]:
                 out.mux(packet)
 
     return {"decode to RGB": frames_per_second(decode, len(rgb)),
-            "motion, 1 thread": frames_per_second(lambda: links(1), len(rgb) - 1),
-            f"motion, {LINK_THREADS} threads": frames_per_second(lambda: links(LINK_THREADS), len(rgb) - 1),
+            "motion (CPU route: flows and link), 1 thread": frames_per_second(lambda: links(1), len(rgb) - 1),
+            f"motion (CPU route), {LINK_THREADS} threads": frames_per_second(lambda: links(LINK_THREADS),
+                                                                               len(rgb) - 1),
+            f"motion (GPU route: flows only), {LINK_THREADS} threads":
+                frames_per_second(lambda: links(LINK_THREADS, _flows), len(rgb) - 1),
             "encode H.264 (crf 18, medium)": frames_per_second(encode, len(rgb))}
 
 

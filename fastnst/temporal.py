@@ -214,21 +214,33 @@ class Link:
     weight: np.ndarray
 
 
+def flows(earlier: np.ndarray, later: np.ndarray, flow: Flow) -> tuple[np.ndarray, np.ndarray]:
+    """The flows between two input frames (3 x H x W): backward (later -> earlier) and forward."""
+    a, b = gray(earlier), gray(later)
+    return flow(b, a), flow(a, b)
+
+
 def link(earlier: np.ndarray, later: np.ndarray, strength: float, flow: Flow) -> Link | None:
     """From two consecutive input frames (3 x H x W) alone, how the later one's output takes from
     the earlier one's; None at a scene cut (most of the frame not traceable to the earlier one, or
     traced to different colours) or a change of size. Needs no output, so it runs ahead of the network."""
     if earlier.shape != later.shape:
         return None
-    motion = Motion.between(gray(earlier), gray(later), flow)
+    return link_along(earlier, later, *flows(earlier, later, flow), strength)
+
+
+def link_along(earlier: np.ndarray, later: np.ndarray, backward: np.ndarray, forward: np.ndarray,
+               strength: float) -> Link | None:
+    """`link`, given the flows between the two frames."""
+    mask = visible(backward, forward)
     cv2 = _cv2()
-    warped = _sample(_channels_last(earlier), *_coordinates(motion.backward))
+    warped = _sample(_channels_last(earlier), *_coordinates(backward))
     change = cv2.transform(cv2.absdiff(warped, _channels_last(later)), np.full((1, 3), 1 / 3, np.float32))
-    traced = motion.mask.mean()
-    if traced < CUT_VISIBLE_FRACTION or (traced and change[motion.mask].mean() > CUT_RESIDUAL):
+    traced = mask.mean()
+    if traced < CUT_VISIBLE_FRACTION or (traced and change[mask].mean() > CUT_RESIDUAL):
         return None
-    weight = (strength * (motion.mask & (change < BLEND_MAX_INPUT_CHANGE))).astype(np.float32)
-    return Link(motion.backward, weight)
+    weight = (strength * (mask & (change < BLEND_MAX_INPUT_CHANGE))).astype(np.float32)
+    return Link(backward, weight)
 
 
 def follow(previous: np.ndarray, stylized: np.ndarray, link: Link) -> np.ndarray:

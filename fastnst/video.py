@@ -83,10 +83,12 @@ def stylize_video(src: str | Path, dst: str | Path, model: Stylizer | str, *, ma
 
         blend = TorchTemporalBlend(temporal)
         stylize = functools.partial(_stylize_on_device, stylizer, blend=blend, strength=strength)
+        ahead = _flows  # the rest of each link is computed on the GPU
     else:
         blend = TemporalBlend(temporal)
         stylize = functools.partial(_stylize_on_host, stylizer, blend=blend, strength=strength, tile=tile,
                                     keep_color=preserve_color)
+        ahead = functools.partial(_link, strength=temporal)
 
     inp = _open(src)
     try:
@@ -98,7 +100,7 @@ def stylize_video(src: str | Path, dst: str | Path, model: Stylizer | str, *, ma
             size = fit_max_size((vin.codec_context.width, vin.codec_context.height), max_size)
             output = _VideoOutput(tmp, dst, vin, ain, size)
             try:
-                decoded = _decode(inp, vin, ain, size, blend.strength, ahead=pipelined)
+                decoded = _decode(inp, vin, ain, size, ahead if blend.strength else None, pipelined)
                 written = _stylize_stream(decoded, stylize, output.write, stylizer.batch_limit if pipelined else 1,
                                           pipelined, lambda done: on_frames and on_frames(done, vin.frames or None))
                 output.finish()
@@ -119,7 +121,8 @@ LINK_THREADS = max(1, min(8, (os.cpu_count() or 2) // 2))  # computing the motio
 
 def _stylize_stream(decoded: Iterator, stylize: Callable, write: Callable, batch_limit: int, pipelined: bool,
                     on_frames: Callable[[int], object]) -> int:
-    """Items of `_decode` in; frames stylized `batch_limit` at a time; every item written in order
+    """Items of `_decode` in; frames stylized `batch_limit` at a time (with what was computed ahead
+    for each); every item written in order
     (on a thread when `pipelined`). Returns the number of frames."""
     writer = _Behind(write, QUEUE_DEPTH) if pipelined else None
     put = writer.put if writer else write
@@ -128,7 +131,7 @@ def _stylize_stream(decoded: Iterator, stylize: Callable, write: Callable, batch
     def flush():
         nonlocal written
         if pending:
-            outputs = stylize(np.stack([rgb for _, _, rgb, _ in pending]), [link for *_, link in pending])
+            outputs = stylize(np.stack([rgb for _, _, rgb, _ in pending]), [_result(a) for *_, a in pending])
             for (pts, time_base, _, _), rgb in zip(pending, outputs):
                 put(("video", (pts, time_base, rgb)))
             written += len(pending)
@@ -212,9 +215,9 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return (image.transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def _result(link):
-    """A link, waiting for it when it is being computed ahead."""
-    return link.result() if isinstance(link, Future) else link
+def _result(value):
+    """What was computed ahead for a frame, waiting for it when it is still being computed."""
+    return value.result() if isinstance(value, Future) else value
 
 
 def _stylize_on_host(stylizer: Stylizer, rgb: np.ndarray, links: list, *, blend: TemporalBlend, strength: float,
@@ -225,13 +228,12 @@ def _stylize_on_host(stylizer: Stylizer, rgb: np.ndarray, links: list, *, blend:
         result = [stylize_array(stylizer, image, tile, keep_color, strength) for image in batch]
     else:
         result = np.clip(stylizer.stylize_batch(batch), 0, 1)
-    return [_to_uint8(blend.apply(image, _result(link)) if blend.strength else image)
-            for image, link in zip(result, links)]
+    return [_to_uint8(blend.apply(image, link) if blend.strength else image) for image, link in zip(result, links)]
 
 
-def _stylize_on_device(stylizer: Stylizer, rgb: np.ndarray, links: list, *, blend, strength: float) -> list:
-    """A batch of uint8 frames stylized, strength-blended and temporally blended on the model's device;
-    the outputs come back as uint8 H x W x 3."""
+def _stylize_on_device(stylizer: Stylizer, rgb: np.ndarray, flows: list, *, blend, strength: float) -> list:
+    """A batch of uint8 frames stylized, strength-blended and temporally blended (along the `flows` to
+    each frame's predecessor) on the model's device; the outputs come back as uint8 H x W x 3."""
     import torch
 
     x = stylizer.upload(rgb)
@@ -239,17 +241,17 @@ def _stylize_on_device(stylizer: Stylizer, rgb: np.ndarray, links: list, *, blen
     if strength < 1.0:
         y = strength * y + (1.0 - strength) * x
     y = y.clamp_(0.0, 1.0)
-    outputs = [blend.apply(image, _result(link)) if blend.strength else image for image, link in zip(y, links)]
+    outputs = [blend.step(frame, image, f) if blend.strength else image for frame, image, f in zip(x, y, flows)]
     batch = torch.stack(outputs).mul_(255.0).add_(0.5).to(torch.uint8).permute(0, 2, 3, 1)
     return list(batch.cpu().numpy())
 
 
-def _decode(inp, vin, ain, size: tuple[int, int], temporal: float, ahead: bool) -> Iterator[tuple[str, object]]:
+def _decode(inp, vin, ain, size: tuple[int, int], motion: Callable | None,
+            pool: bool) -> Iterator[tuple[str, object]]:
     """The input's packets in order: ("audio", packet) and ("video", (pts, time_base, rgb uint8
-    H x W x 3, link)), where link is the frame's temporal.link to the one before (None for the
-    first frame or with no blending); `ahead`: a Future of it, computed on a pool of threads
-    while the network runs."""
-    pool = ThreadPoolExecutor(LINK_THREADS) if temporal and ahead else None
+    H x W x 3, ahead)), where ahead is `motion(previous rgb, rgb)` (None for the first frame or
+    with no motion); with `pool`, a Future of it, computed on threads while the network runs."""
+    pool = ThreadPoolExecutor(LINK_THREADS) if motion and pool else None
     previous = None
     try:
         for packet in inp.demux(*([vin] + ([ain] if ain is not None else []))):
@@ -259,11 +261,11 @@ def _decode(inp, vin, ain, size: tuple[int, int], temporal: float, ahead: bool) 
                 continue
             for frame in packet.decode():
                 rgb = frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
-                link = None
-                if temporal and previous is not None:
-                    link = pool.submit(_link, previous, rgb, temporal) if pool else _link(previous, rgb, temporal)
+                ahead = None
+                if motion and previous is not None:
+                    ahead = pool.submit(motion, previous, rgb) if pool else motion(previous, rgb)
                 previous = rgb
-                yield "video", (frame.pts, frame.time_base, rgb, link)
+                yield "video", (frame.pts, frame.time_base, rgb, ahead)
     except BaseException:  # the consumer stopped or decoding failed: links not started are dropped
         if pool:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -272,17 +274,34 @@ def _decode(inp, vin, ain, size: tuple[int, int], temporal: float, ahead: bool) 
         pool.shutdown(wait=False)  # the last links are still to be read
 
 
-_flows = threading.local()
+_thread = threading.local()  # each thread's own optical flow object
 
 
 def _link(earlier: np.ndarray, later: np.ndarray, strength: float):
     """temporal.link between two uint8 H x W x 3 frames, with this thread's own optical flow."""
-    from fastnst.temporal import BLEND_FLOW_PRESET, Flow, link
+    from fastnst.temporal import link
 
-    if not hasattr(_flows, "flow"):
-        _flows.flow = Flow(BLEND_FLOW_PRESET)
-    to_float = lambda a: np.divide(a, np.float32(255), dtype=np.float32).transpose(2, 0, 1)  # noqa: E731
-    return link(to_float(earlier), to_float(later), strength, _flows.flow)
+    return link(_float(earlier), _float(later), strength, _thread_flow())
+
+
+def _flows(earlier: np.ndarray, later: np.ndarray):
+    """temporal.flows between two uint8 H x W x 3 frames, with this thread's own optical flow."""
+    from fastnst.temporal import flows
+
+    return flows(_float(earlier), _float(later), _thread_flow())
+
+
+def _thread_flow():
+    from fastnst.temporal import BLEND_FLOW_PRESET, Flow
+
+    if not hasattr(_thread, "flow"):
+        _thread.flow = Flow(BLEND_FLOW_PRESET)
+    return _thread.flow
+
+
+def _float(rgb: np.ndarray) -> np.ndarray:
+    """uint8 H x W x 3 -> float32 3 x H x W in [0, 1] (a view of channels-last memory)."""
+    return np.divide(rgb, np.float32(255), dtype=np.float32).transpose(2, 0, 1)
 
 
 _END = object()

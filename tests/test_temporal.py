@@ -151,3 +151,25 @@ def test_the_torch_blend_step_is_the_numpy_one(shared_data):
     got = temporal_torch.follow(torch.from_numpy(previous), torch.from_numpy(stylized), link).numpy()
     assert np.abs(got - expected).max() < 1e-3
     assert np.abs(expected - stylized).mean() > 0.01  # the blend did something
+
+
+def test_the_torch_link_is_the_numpy_link(shared_data):
+    """temporal_torch.link_along (on the GPU, given the CPU's flows) against temporal.link_along: the
+    same visible pixels and weights but at a few pixels on the edge of a threshold, and the same cuts."""
+    import torch
+
+    from fastnst import temporal, temporal_torch
+    from fastnst.images import open_image, pil_to_array
+
+    files = sorted((shared_data / "video" / "sintel_mountain_2").glob("*.png"))[:2]
+    earlier, later = (pil_to_array(open_image(f).resize((256, 109))) for f in files)
+    flows = temporal.flows(earlier, later, temporal.Flow("fast"))
+    expected = temporal.link_along(earlier, later, *flows, 0.5)
+    got = temporal_torch.link_along(torch.from_numpy(earlier), torch.from_numpy(later), *flows, 0.5)
+    assert expected is not None and got is not None
+    assert np.mean(got.weight.numpy() != expected.weight) < 0.005
+    np.testing.assert_array_equal(got.backward.numpy(), expected.backward)
+    other = textured(109, 256, seed=5)  # a new shot
+    assert temporal.link_along(earlier, other, *temporal.flows(earlier, other, temporal.Flow("fast")), 0.5) is None
+    assert temporal_torch.link_along(torch.from_numpy(earlier), torch.from_numpy(other),
+                                     *temporal.flows(earlier, other, temporal.Flow("fast")), 0.5) is None
