@@ -112,8 +112,8 @@ def restore_texture(blended: np.ndarray, stylized: np.ndarray) -> np.ndarray:
     colours to the mean and covariance of `stylized`'s."""
     base, reference = _blur(blended, DETAIL_SIGMA), _blur(stylized, DETAIL_SIGMA)
     detail = blended - base
-    energy = _blur(detail ** 2, DETAIL_WINDOW).sum(0)
-    wanted = _blur((stylized - reference) ** 2, DETAIL_WINDOW).sum(0)
+    energy = _blur((detail ** 2).sum(0, keepdims=True), DETAIL_WINDOW)[0]  # the blur is linear: channels summed first
+    wanted = _blur(((stylized - reference) ** 2).sum(0, keepdims=True), DETAIL_WINDOW)[0]
     gain = np.sqrt((wanted + 1e-6) / (energy + 1e-6)).clip(1.0, DETAIL_MAX_GAIN)
     return match_colours(np.clip(base + detail * gain[None], 0.0, 1.0), stylized)
 

@@ -102,8 +102,8 @@ def match_colours(image: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 def restore_texture(blended: torch.Tensor, stylized: torch.Tensor) -> torch.Tensor:
     base, reference = blur(blended, DETAIL_SIGMA), blur(stylized, DETAIL_SIGMA)
     detail = blended - base
-    energy = blur(detail ** 2, DETAIL_WINDOW).sum(0)
-    wanted = blur((stylized - reference) ** 2, DETAIL_WINDOW).sum(0)
+    energy = blur((detail ** 2).sum(0, keepdim=True), DETAIL_WINDOW)[0]
+    wanted = blur(((stylized - reference) ** 2).sum(0, keepdim=True), DETAIL_WINDOW)[0]
     gain = ((wanted + 1e-6) / (energy + 1e-6)).sqrt().clamp(1.0, DETAIL_MAX_GAIN)
     return match_colours((base + detail * gain[None]).clamp(0.0, 1.0), stylized)
 
