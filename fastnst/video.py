@@ -83,12 +83,12 @@ def stylize_video(src: str | Path, dst: str | Path, model: Stylizer | str, *, ma
 
         blend = TorchTemporalBlend(temporal)
         stylize = functools.partial(_stylize_on_device, stylizer, blend=blend, strength=strength)
-        ahead = _flows  # the rest of each link is computed on the GPU
+        motion = _flows  # the rest of each link is computed on the GPU
     else:
         blend = TemporalBlend(temporal)
         stylize = functools.partial(_stylize_on_host, stylizer, blend=blend, strength=strength, tile=tile,
                                     keep_color=preserve_color)
-        ahead = functools.partial(_link, strength=temporal)
+        motion = functools.partial(_link, strength=temporal)
 
     inp = _open(src)
     try:
@@ -100,7 +100,7 @@ def stylize_video(src: str | Path, dst: str | Path, model: Stylizer | str, *, ma
             size = fit_max_size((vin.codec_context.width, vin.codec_context.height), max_size)
             output = _VideoOutput(tmp, dst, vin, ain, size)
             try:
-                decoded = _decode(inp, vin, ain, size, ahead if blend.strength else None, pipelined)
+                decoded = _decode(inp, vin, ain, size, motion if blend.strength else None, threaded=pipelined)
                 written = _stylize_stream(decoded, stylize, output.write, stylizer.batch_limit if pipelined else 1,
                                           pipelined, lambda done: on_frames and on_frames(done, vin.frames or None))
                 output.finish()
@@ -121,9 +121,8 @@ LINK_THREADS = max(1, min(8, (os.cpu_count() or 2) // 2))  # computing the motio
 
 def _stylize_stream(decoded: Iterator, stylize: Callable, write: Callable, batch_limit: int, pipelined: bool,
                     on_frames: Callable[[int], object]) -> int:
-    """Items of `_decode` in; frames stylized `batch_limit` at a time (with what was computed ahead
-    for each); every item written in order
-    (on a thread when `pipelined`). Returns the number of frames."""
+    """Items of `_decode` in; frames stylized `batch_limit` at a time (each with its motion from the
+    frame before); every item written in order (on a thread when `pipelined`). Returns the number of frames."""
     writer = _Behind(write, QUEUE_DEPTH) if pipelined else None
     put = writer.put if writer else write
     written, pending = 0, []
@@ -131,7 +130,7 @@ def _stylize_stream(decoded: Iterator, stylize: Callable, write: Callable, batch
     def flush():
         nonlocal written
         if pending:
-            outputs = stylize(np.stack([rgb for _, _, rgb, _ in pending]), [_result(a) for *_, a in pending])
+            outputs = stylize(np.stack([rgb for _, _, rgb, _ in pending]), [_result(m) for *_, m in pending])
             for (pts, time_base, _, _), rgb in zip(pending, outputs):
                 put(("video", (pts, time_base, rgb)))
             written += len(pending)
@@ -216,7 +215,7 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def _result(value):
-    """What was computed ahead for a frame, waiting for it when it is still being computed."""
+    """A frame's motion, waiting for it when it is still being computed."""
     return value.result() if isinstance(value, Future) else value
 
 
@@ -247,11 +246,11 @@ def _stylize_on_device(stylizer: Stylizer, rgb: np.ndarray, flows: list, *, blen
 
 
 def _decode(inp, vin, ain, size: tuple[int, int], motion: Callable | None,
-            pool: bool) -> Iterator[tuple[str, object]]:
+            threaded: bool) -> Iterator[tuple[str, object]]:
     """The input's packets in order: ("audio", packet) and ("video", (pts, time_base, rgb uint8
-    H x W x 3, ahead)), where ahead is `motion(previous rgb, rgb)` (None for the first frame or
-    with no motion); with `pool`, a Future of it, computed on threads while the network runs."""
-    pool = ThreadPoolExecutor(LINK_THREADS) if motion and pool else None
+    H x W x 3, moved)), where moved is `motion(previous rgb, rgb)` (None for the first frame or
+    with no motion); `threaded`: a Future of it, computed on threads while the network runs."""
+    pool = ThreadPoolExecutor(LINK_THREADS) if motion and threaded else None
     previous = None
     try:
         for packet in inp.demux(*([vin] + ([ain] if ain is not None else []))):
@@ -261,11 +260,11 @@ def _decode(inp, vin, ain, size: tuple[int, int], motion: Callable | None,
                 continue
             for frame in packet.decode():
                 rgb = frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
-                ahead = None
+                moved = None
                 if motion and previous is not None:
-                    ahead = pool.submit(motion, previous, rgb) if pool else motion(previous, rgb)
+                    moved = pool.submit(motion, previous, rgb) if pool else motion(previous, rgb)
                 previous = rgb
-                yield "video", (frame.pts, frame.time_base, rgb, ahead)
+                yield "video", (frame.pts, frame.time_base, rgb, moved)
     except BaseException:  # the consumer stopped or decoding failed: links not started are dropped
         if pool:
             pool.shutdown(wait=False, cancel_futures=True)
