@@ -66,7 +66,7 @@ def stylize_video(src: str | Path, dst: str | Path, model: Stylizer | str, *, ma
     own; see fastnst.temporal). `on_frames(done, total)` is called as frames are stylized.
 
     `pipelined`: decoding (with the motion between frames) and encoding run on threads beside the
-    network, up to QUEUE_DEPTH frames ahead and behind; False does all of it in turn, frame by frame.
+    network, up to `queue_depth` frames ahead and behind; False does all of it in turn, frame by frame.
     With a PyTorch model on the GPU, frames are converted, stylized and blended there."""
     stylizer = Stylizer(model, device) if isinstance(model, (str, Path)) else model  # or AnyStyle
     src, dst = Path(src), Path(dst)
@@ -101,8 +101,10 @@ def stylize_video(src: str | Path, dst: str | Path, model: Stylizer | str, *, ma
             output = _VideoOutput(tmp, dst, vin, ain, size)
             try:
                 decoded = _decode(inp, vin, ain, size, motion if blend.strength else None, threaded=pipelined)
-                written = _stylize_stream(decoded, stylize, output.write, stylizer.batch_limit if pipelined else 1,
-                                          pipelined, lambda done: on_frames and on_frames(done, vin.frames or None))
+                batch = stylizer.batch_limit if pipelined else 1
+                depth = queue_depth(size, batch) if pipelined else 0
+                written = _stylize_stream(decoded, stylize, output.write, batch, depth,
+                                          lambda done: on_frames and on_frames(done, vin.frames or None))
                 output.finish()
             finally:
                 output.close()
@@ -115,15 +117,22 @@ def stylize_video(src: str | Path, dst: str | Path, model: Stylizer | str, *, ma
     return written
 
 
-QUEUE_DEPTH = 16  # frames decoded ahead of the network, and stylized frames waiting for the encoder
 LINK_THREADS = max(1, min(8, (os.cpu_count() or 2) // 2))  # computing the motion between frames ahead
+QUEUE_BYTES = 10 ** 9  # what the frames queued ahead and behind may hold, about
 
 
-def _stylize_stream(decoded: Iterator, stylize: Callable, write: Callable, batch_limit: int, pipelined: bool,
+def queue_depth(size: tuple[int, int], batch: int) -> int:
+    """How many frames are decoded ahead of the network, and stylized frames wait for the encoder: 16,
+    fewer for large frames (a frame ahead holds about 20 bytes a pixel with its motion), a batch at least."""
+    return max(batch, min(16, QUEUE_BYTES // (20 * size[0] * size[1])))
+
+
+def _stylize_stream(decoded: Iterator, stylize: Callable, write: Callable, batch_limit: int, depth: int,
                     on_frames: Callable[[int], object]) -> int:
     """Items of `_decode` in; frames stylized `batch_limit` at a time (each with its motion from the
-    frame before); every item written in order (on a thread when `pipelined`). Returns the number of frames."""
-    writer = _Behind(write, QUEUE_DEPTH) if pipelined else None
+    frame before); every item written in order. With a queue `depth`, decoding runs up to that many
+    items ahead and writing behind, on threads; 0: all in turn. Returns the number of frames."""
+    writer = _Behind(write, depth) if depth else None
     put = writer.put if writer else write
     written, pending = 0, []
 
@@ -138,7 +147,7 @@ def _stylize_stream(decoded: Iterator, stylize: Callable, write: Callable, batch
             on_frames(written)
 
     try:
-        for kind, item in (_ahead(decoded, QUEUE_DEPTH) if pipelined else decoded):
+        for kind, item in (_ahead(decoded, depth) if depth else decoded):
             if kind == "audio":
                 put((kind, item))
             else:

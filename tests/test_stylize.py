@@ -386,3 +386,12 @@ def test_a_compiled_model_gets_full_batches_with_the_same_outputs(tiny_model):
     got = stylizer.stylize_tensor(x)
     assert seen == [8] and got.shape == expected.shape
     assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_the_video_queues_shrink_for_large_frames():
+    """About 1 GB queued at most: 16 frames up to 1080p, fewer at 4K and 8K, never less than a batch."""
+    from fastnst.video import queue_depth
+
+    assert queue_depth((640, 360), 1) == queue_depth((1920, 1080), 8) == 16
+    assert queue_depth((3840, 2160), 1) == 6 and queue_depth((3840, 2160), 8) == 8
+    assert queue_depth((7680, 4320), 1) == 1
