@@ -150,8 +150,8 @@ class Motion:
     @classmethod
     def between(cls, earlier: np.ndarray, later: np.ndarray, flow: Flow) -> "Motion":
         """From two uint8 luma frames."""
-        backward = flow(later, earlier)
-        return cls(backward, visible(backward, flow(earlier, later)))
+        backward, forward = flows(earlier, later, flow)
+        return cls(backward, visible(backward, forward))
 
 
 def warping_error(earlier: np.ndarray, later: np.ndarray, motion: Motion) -> float:
@@ -215,9 +215,8 @@ class Link:
 
 
 def flows(earlier: np.ndarray, later: np.ndarray, flow: Flow) -> tuple[np.ndarray, np.ndarray]:
-    """The flows between two input frames (3 x H x W): backward (later -> earlier) and forward."""
-    a, b = gray(earlier), gray(later)
-    return flow(b, a), flow(a, b)
+    """The flows between two uint8 luma frames: backward (later -> earlier) and forward."""
+    return flow(later, earlier), flow(earlier, later)
 
 
 def link(earlier: np.ndarray, later: np.ndarray, strength: float, flow: Flow) -> Link | None:
@@ -226,7 +225,7 @@ def link(earlier: np.ndarray, later: np.ndarray, strength: float, flow: Flow) ->
     traced to different colours) or a change of size. Needs no output, so it runs ahead of the network."""
     if earlier.shape != later.shape:
         return None
-    return link_along(earlier, later, *flows(earlier, later, flow), strength)
+    return link_along(earlier, later, *flows(gray(earlier), gray(later), flow), strength)
 
 
 def link_along(earlier: np.ndarray, later: np.ndarray, backward: np.ndarray, forward: np.ndarray,

@@ -3,7 +3,7 @@
 Twins of `fastnst.temporal.link_along` and `follow` (numpy and OpenCV, which the light install runs),
 held to them by tests: the same visibility check, cut test and weights, the same Gaussian kernels and
 reflected borders as OpenCV's GaussianBlur, bilinear warping with replicated borders as cv2.remap, the
-same colour map. Only the optical flow is computed on the CPU (`fastnst.temporal.flows`, on threads
+same colour map. Only the optical flows are computed on the CPU (`fastnst.temporal.flows`, on threads
 ahead of the network). Needs torch.
 """
 

@@ -294,9 +294,9 @@ def _link(earlier: np.ndarray, later: np.ndarray, strength: float):
 
 def _flows(earlier: np.ndarray, later: np.ndarray):
     """temporal.flows between two uint8 H x W x 3 frames, with this thread's own optical flow."""
-    from fastnst.temporal import flows
+    from fastnst.temporal import flows, gray
 
-    return flows(_float(earlier), _float(later), _thread_flow())
+    return flows(gray(_float(earlier)), gray(_float(later)), _thread_flow())
 
 
 def _thread_flow():
