@@ -13,7 +13,11 @@ TRAIN_EXTRA = 'pip install "fastnst[train]"'
 
 
 class UserError(Exception):
-    """A mistake the user can fix: a bad path, a bad file, an option out of range."""
+    """A mistake the user can fix: a bad path, a bad file, an option out of range. Its message is one
+    line: the line breaks of a message that quotes another error (a library's, a thread's) become spaces."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(line.strip() for line in str(message).splitlines() if line.strip()))
 
 
 class TrainingDiverged(RuntimeError):

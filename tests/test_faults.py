@@ -147,3 +147,21 @@ def test_model_files_with_bad_metadata_get_one_line(tiny_model, tiny_onnx, tmp_p
         line = one_line_error(fastnst("stylize", photo, "--model", tmp_path / name, "--out", tmp_path / "o.png",
                                       "--device", "cpu"))
         assert name in line and words in line, line
+
+
+def test_a_failure_inside_the_video_pipeline_is_one_line_and_leaves_no_file(tiny_onnx, tmp_path):
+    """An error raised while the frames are on the pipeline's threads comes back as a UserError of one
+    line, even when the error it quotes spans several, and no output is left."""
+    from fastnst.errors import UserError
+    from fastnst.inference import Stylizer
+    from fastnst.video import stylize_video
+
+    class Failing(Stylizer):
+        def stylize_batch(self, batch):
+            raise ValueError("the first line\nthe second line")
+
+    src = make_clip(tmp_path / "clip.mp4")
+    with pytest.raises(UserError) as raised:
+        stylize_video(src, tmp_path / "out.mp4", Failing(str(tiny_onnx)))
+    assert "\n" not in str(raised.value) and "the first line the second line" in str(raised.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
